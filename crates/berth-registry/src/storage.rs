@@ -1,0 +1,193 @@
+//! Blob bytes on the local filesystem, content addressed.
+//!
+//! Layout under the data directory:
+//! `blobs/<algorithm>/<first two hex>/<hex>` for verified blobs and `uploads/<id>` for uploads in
+//! progress. A blob file is written in `uploads/`, fsynced, verified, renamed into `blobs/` and
+//! the directory fsynced; only then does its metadata record commit (see `meta`).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use berth_oci::{Algorithm, Digest, Hasher};
+use tokio::io::AsyncReadExt;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("blob store i/o on {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StorageError + '_ {
+    move |source| StorageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    blobs: PathBuf,
+    uploads: PathBuf,
+}
+
+impl BlobStore {
+    pub fn open(data_dir: &Path) -> Result<BlobStore> {
+        let blobs = data_dir.join("blobs");
+        let uploads = data_dir.join("uploads");
+        for d in [&blobs, &uploads] {
+            std::fs::create_dir_all(d).map_err(io_err(d))?;
+        }
+        Ok(BlobStore { blobs, uploads })
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.hex();
+        self.blobs
+            .join(digest.algorithm().as_str())
+            .join(&hex[..2])
+            .join(hex)
+    }
+
+    pub fn upload_path(&self, id: &str) -> PathBuf {
+        self.uploads.join(id)
+    }
+
+    pub fn uploads_dir(&self) -> &Path {
+        &self.uploads
+    }
+
+    pub async fn open_blob(&self, digest: &Digest) -> Result<tokio::fs::File> {
+        let p = self.blob_path(digest);
+        tokio::fs::File::open(&p).await.map_err(io_err(&p))
+    }
+
+    /// Moves a verified, fsynced upload file into place and makes the rename durable.
+    pub fn install(&self, upload: &Path, digest: &Digest) -> Result<()> {
+        let dest = self.blob_path(digest);
+        let parent = dest.parent().unwrap_or(&self.blobs).to_path_buf();
+        if !parent.exists() {
+            std::fs::create_dir_all(&parent).map_err(io_err(&parent))?;
+            if let Some(gp) = parent.parent() {
+                fsync_dir(gp)?;
+            }
+        }
+        std::fs::rename(upload, &dest).map_err(io_err(&dest))?;
+        fsync_dir(&parent)
+    }
+
+    pub fn remove_blob(&self, digest: &Digest) -> Result<bool> {
+        let p = self.blob_path(digest);
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(io_err(&p)(e)),
+        }
+    }
+
+    pub fn remove_upload(&self, id: &str) -> Result<()> {
+        let p = self.upload_path(id);
+        match std::fs::remove_file(&p) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&p)(e)),
+        }
+    }
+
+    /// Every blob file on disk with its modification time.
+    pub fn list_blob_files(&self) -> Result<Vec<(Digest, SystemTime)>> {
+        let mut out = Vec::new();
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            let dir = self.blobs.join(alg.as_str());
+            let Ok(shards) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for shard in shards {
+                let shard = shard.map_err(io_err(&dir))?;
+                let sp = shard.path();
+                let Ok(files) = std::fs::read_dir(&sp) else {
+                    continue;
+                };
+                for f in files {
+                    let f = f.map_err(io_err(&sp))?;
+                    let name = f.file_name().to_string_lossy().to_string();
+                    let Ok(d) = format!("{}:{}", alg.as_str(), name).parse::<Digest>() else {
+                        continue;
+                    };
+                    let mtime = f
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .unwrap_or(SystemTime::UNIX_EPOCH);
+                    out.push((d, mtime));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every file in the uploads directory with its modification time.
+    pub fn list_upload_files(&self) -> Result<Vec<(String, SystemTime)>> {
+        let mut out = Vec::new();
+        let rd = std::fs::read_dir(&self.uploads).map_err(io_err(&self.uploads))?;
+        for f in rd {
+            let f = f.map_err(io_err(&self.uploads))?;
+            let mtime = f
+                .metadata()
+                .and_then(|m| m.modified())
+                .unwrap_or(SystemTime::UNIX_EPOCH);
+            out.push((f.file_name().to_string_lossy().to_string(), mtime));
+        }
+        Ok(out)
+    }
+}
+
+/// Hashes a whole file with `alg`; returns the digest and the length.
+pub async fn hash_file(path: &Path, alg: Algorithm) -> Result<(Digest, u64)> {
+    let mut f = tokio::fs::File::open(path).await.map_err(io_err(path))?;
+    let mut h = Hasher::new(alg);
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let r = f.read(&mut buf).await.map_err(io_err(path))?;
+        if r == 0 {
+            break;
+        }
+        h.update(&buf[..r]);
+        n += r as u64;
+    }
+    Ok((h.finalize(), n))
+}
+
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    let f = std::fs::File::open(dir).map_err(io_err(dir))?;
+    f.sync_all().map_err(io_err(dir))
+}
+
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename, fsync dir) with `mode`.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        std::process::id()
+    ));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    f.write_all(bytes).map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))?;
+    fsync_dir(dir)
+}
