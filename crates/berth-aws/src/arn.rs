@@ -109,7 +109,10 @@ mod tests {
         assert_eq!(a.region, "us-east-1");
         assert_eq!(a.account, "123456789012");
         assert_eq!(a.resource, "repository/web/frontend");
-        assert_eq!(a.resource_type_and_id(), ("repository", Some("web/frontend")));
+        assert_eq!(
+            a.resource_type_and_id(),
+            ("repository", Some("web/frontend"))
+        );
         assert_eq!(a.to_string(), s);
     }
 

@@ -54,7 +54,9 @@ pub enum CredentialsError {
     NoProfile { path: PathBuf },
     #[error("credentials file {path} has no {key} in its [default] profile")]
     MissingKey { path: PathBuf, key: &'static str },
-    #[error("credentials file {path} line {line} is neither a section, a key = value, nor a comment")]
+    #[error(
+        "credentials file {path} line {line} is neither a section, a key = value, nor a comment"
+    )]
     Syntax { path: PathBuf, line: usize },
 }
 
@@ -171,8 +173,12 @@ fn parse(text: &str, path: &Path) -> Result<Credentials, CredentialsError> {
         key,
     };
     Ok(Credentials {
-        access_key_id: key_id.filter(|v| !v.is_empty()).ok_or_else(|| missing(KEY_ID))?,
-        secret_access_key: secret.filter(|v| !v.is_empty()).ok_or_else(|| missing(SECRET))?,
+        access_key_id: key_id
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| missing(KEY_ID))?,
+        secret_access_key: secret
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| missing(SECRET))?,
     })
 }
 

@@ -32,7 +32,8 @@ const SKEW_SECS: i64 = 15 * 60;
 pub const MAX_PRESIGN_EXPIRES: u64 = 604_800;
 
 const TERMINATOR: &str = "aws4_request";
-const SIGNATURE_MISMATCH: &str = "The request signature we calculated does not match the signature \
+const SIGNATURE_MISMATCH: &str =
+    "The request signature we calculated does not match the signature \
      you provided. Check your AWS Secret Access Key and signing method. Consult the service \
      documentation for details.";
 
@@ -130,7 +131,9 @@ impl AuthError {
                 AwsError::new(
                     StatusCode::FORBIDDEN,
                     "InvalidSignatureException",
-                    format!("Signature expired: {date} is now earlier than {limit} ({now} - 15 min.)"),
+                    format!(
+                        "Signature expired: {date} is now earlier than {limit} ({now} - 15 min.)"
+                    ),
                 )
             }
             AuthError::NotYetCurrent { date, now } => {
@@ -261,7 +264,10 @@ struct AuthParams {
 
 impl AuthParams {
     fn scope(&self) -> String {
-        format!("{}/{}/{}/{TERMINATOR}", self.date, self.region, self.service)
+        format!(
+            "{}/{}/{}/{TERMINATOR}",
+            self.date, self.region, self.service
+        )
     }
 }
 
@@ -320,7 +326,9 @@ fn parse_header_auth(value: &HeaderValue, headers: &HeaderMap) -> Result<AuthPar
         ("SignedHeaders", signed),
     ] {
         if v.is_none() {
-            missing.push_str(&format!("Authorization header requires '{name}' parameter. "));
+            missing.push_str(&format!(
+                "Authorization header requires '{name}' parameter. "
+            ));
         }
     }
     let (Some(credential), Some(signed), Some(signature)) = (credential, signed, signature) else {
@@ -331,8 +339,11 @@ fn parse_header_auth(value: &HeaderValue, headers: &HeaderMap) -> Result<AuthPar
         let s = v
             .to_str()
             .map_err(|_| incomplete("X-Amz-Date header contains invalid characters"))?;
-        let t = parse_amz_date(s)
-            .ok_or_else(|| incomplete(format!("Date must be in ISO-8601 'basic format'. Got '{s}'.")))?;
+        let t = parse_amz_date(s).ok_or_else(|| {
+            incomplete(format!(
+                "Date must be in ISO-8601 'basic format'. Got '{s}'."
+            ))
+        })?;
         (s.to_string(), t)
     } else if let Some(v) = headers.get(http::header::DATE) {
         let s = v
@@ -450,7 +461,9 @@ fn build_params(
         .map(|h| h.trim().to_ascii_lowercase())
         .collect();
     if signed_headers.iter().any(String::is_empty) {
-        return Err(incomplete(format!("SignedHeaders is malformed: '{signed}'.")));
+        return Err(incomplete(format!(
+            "SignedHeaders is malformed: '{signed}'."
+        )));
     }
     if !signed_headers.iter().any(|h| h == "host") {
         return Err(AuthError::InvalidSignature(
@@ -730,7 +743,10 @@ pub fn sign(
     headers.insert("x-amz-date", HeaderValue::from_str(&timestamp)?);
     if !headers.contains_key(http::header::HOST) {
         if let Some(authority) = uri.authority() {
-            headers.insert(http::header::HOST, HeaderValue::from_str(authority.as_str())?);
+            headers.insert(
+                http::header::HOST,
+                HeaderValue::from_str(authority.as_str())?,
+            );
         }
     }
     let mut signed: Vec<String> = headers
@@ -753,7 +769,12 @@ pub fn sign(
     let date = &timestamp[..8];
     let scope = format!("{date}/{}/{}/{TERMINATOR}", params.region, params.service);
     let sts = string_to_sign(&timestamp, &scope, &creq);
-    let key = signing_key(params.secret_access_key, date, params.region, params.service);
+    let key = signing_key(
+        params.secret_access_key,
+        date,
+        params.region,
+        params.service,
+    );
     let signature = hex::encode(hmac_sha256(&key, sts.as_bytes()));
     let value = format!(
         "{ALGORITHM} Credential={}/{scope}, SignedHeaders={}, Signature={signature}",

@@ -15,7 +15,8 @@ use crate::credentials::StaticKeys;
 
 const SUITE_KEY: &str = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
 const SUITE_TIME: u64 = 1_440_938_160; // 2015-08-30T12:36:00Z
-const SCOPE: &str = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request";
+const SCOPE: &str =
+    "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request";
 const EMPTY_SHA: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 struct Case {
@@ -324,8 +325,8 @@ fn aws_test_suite_signatures_verify() {
     for case in CASES {
         let mut raw = parse_raw(case.req);
         with_authorization(&mut raw, case.signed, case.signature);
-        let verified = verify_raw(&raw, suite_now())
-            .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+        let verified =
+            verify_raw(&raw, suite_now()).unwrap_or_else(|e| panic!("{}: {e}", case.name));
         assert_eq!(
             verified,
             Verified {
@@ -348,9 +349,20 @@ fn aws_test_suite_string_to_sign() {
         query: &raw.query,
         authority: None,
     };
-    let creq = canonical_request(&raw.method, &target, &raw.headers, &signed, EMPTY_SHA, false);
+    let creq = canonical_request(
+        &raw.method,
+        &target,
+        &raw.headers,
+        &signed,
+        EMPTY_SHA,
+        false,
+    );
     assert_eq!(
-        string_to_sign("20150830T123600Z", "20150830/us-east-1/service/aws4_request", &creq),
+        string_to_sign(
+            "20150830T123600Z",
+            "20150830/us-east-1/service/aws4_request",
+            &creq
+        ),
         "AWS4-HMAC-SHA256\n20150830T123600Z\n20150830/us-east-1/service/aws4_request\n\
          bb579772317eb040ac9ed261061d46c1f17a8133879d6129b6e1c25292927e63"
     );
@@ -402,7 +414,14 @@ fn date_header_is_accepted_instead_of_x_amz_date() {
             query: "",
             authority: None,
         };
-        let creq = canonical_request(&raw.method, &target, &raw.headers, &signed, EMPTY_SHA, false);
+        let creq = canonical_request(
+            &raw.method,
+            &target,
+            &raw.headers,
+            &signed,
+            EMPTY_SHA,
+            false,
+        );
         let sts = string_to_sign(
             "20150830T123600Z",
             "20150830/us-east-1/service/aws4_request",
@@ -500,11 +519,20 @@ fn botocore_json_request_tampering_fails() {
         "x-amz-target",
         HeaderValue::from_static("AmazonEC2ContainerRegistry_V20150921.DeleteRepository"),
     );
-    assert_eq!(check(&method, &uri, &h, &body), Err(AuthError::SignatureMismatch));
+    assert_eq!(
+        check(&method, &uri, &h, &body),
+        Err(AuthError::SignatureMismatch)
+    );
 
     let mut h = headers.clone();
-    h.insert(http::header::HOST, HeaderValue::from_static("127.0.0.1:4567"));
-    assert_eq!(check(&method, &uri, &h, &body), Err(AuthError::SignatureMismatch));
+    h.insert(
+        http::header::HOST,
+        HeaderValue::from_static("127.0.0.1:4567"),
+    );
+    assert_eq!(
+        check(&method, &uri, &h, &body),
+        Err(AuthError::SignatureMismatch)
+    );
 
     assert_eq!(
         check(&method, &Uri::from_static("/other"), &headers, &body),
@@ -517,7 +545,10 @@ fn botocore_json_request_tampering_fails() {
 
     // Unsigned headers may change freely.
     let mut h = headers.clone();
-    h.insert(http::header::USER_AGENT, HeaderValue::from_static("aws-cli/2"));
+    h.insert(
+        http::header::USER_AGENT,
+        HeaderValue::from_static("aws-cli/2"),
+    );
     h.insert("amz-sdk-request", HeaderValue::from_static("attempt=2"));
     check(&method, &uri, &h, &body).expect("unsigned headers are not covered");
 
@@ -587,10 +618,25 @@ fn botocore_unsigned_payload_verifies() {
     // HTTP/2 style: no Host header, the authority comes from the URI.
     let uri = Uri::from_static("https://127.0.0.1:4566/");
     let keys = boto_keys();
-    verify(&Method::POST, &uri, &headers, br#"{"a":1}"#, &keys, boto_now()).expect("verify");
+    verify(
+        &Method::POST,
+        &uri,
+        &headers,
+        br#"{"a":1}"#,
+        &keys,
+        boto_now(),
+    )
+    .expect("verify");
     // The body is not covered.
-    verify(&Method::POST, &uri, &headers, br#"{"a":2}"#, &keys, boto_now())
-        .expect("unsigned payload");
+    verify(
+        &Method::POST,
+        &uri,
+        &headers,
+        br#"{"a":2}"#,
+        &keys,
+        boto_now(),
+    )
+    .expect("unsigned payload");
 }
 
 #[test]
@@ -599,7 +645,10 @@ fn content_sha256_must_match_body() {
     let uri = Uri::from_static("http://example.amazonaws.com/");
     let body = b"{}";
     let mut headers = HeaderMap::new();
-    headers.insert("x-amz-content-sha256", HeaderValue::from_str(&sha256_hex(body)).expect("v"));
+    headers.insert(
+        "x-amz-content-sha256",
+        HeaderValue::from_str(&sha256_hex(body)).expect("v"),
+    );
     sign(
         &Method::POST,
         &uri,
@@ -620,7 +669,10 @@ fn content_sha256_must_match_body() {
         verify(&Method::POST, &uri, &headers, b"{ }", &keys, suite_now()),
         Err(AuthError::ContentSha256Mismatch)
     );
-    headers.insert("x-amz-content-sha256", HeaderValue::from_static("STREAMING-AWS4-HMAC-SHA256-PAYLOAD"));
+    headers.insert(
+        "x-amz-content-sha256",
+        HeaderValue::from_static("STREAMING-AWS4-HMAC-SHA256-PAYLOAD"),
+    );
     assert!(matches!(
         verify(&Method::POST, &uri, &headers, body, &keys, suite_now()),
         Err(AuthError::IncompleteSignature(_))
@@ -634,20 +686,39 @@ fn botocore_presigned_url_verifies() {
     let url = "http://127.0.0.1:4566/a%20b/c~d?Action=Describe&Name=x%20y%2Fz&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE%2F20240517%2Fus-east-1%2Fecr%2Faws4_request&X-Amz-Date=20240517T093015Z&X-Amz-Expires=300&X-Amz-SignedHeaders=host&X-Amz-Signature=b8ba4abb3add1b10f38ec8fd3dee82ebc21b32cfc6c9ef5f4abdd726a0b5045f";
     let uri: Uri = url.parse().expect("uri");
     let mut headers = HeaderMap::new();
-    headers.insert(http::header::HOST, HeaderValue::from_static("127.0.0.1:4566"));
+    headers.insert(
+        http::header::HOST,
+        HeaderValue::from_static("127.0.0.1:4566"),
+    );
     let keys = boto_keys();
-    let verified =
-        verify(&Method::GET, &uri, &headers, b"", &keys, boto_now()).expect("presigned");
+    let verified = verify(&Method::GET, &uri, &headers, b"", &keys, boto_now()).expect("presigned");
     assert_eq!(verified.service, "ecr");
     // Valid until X-Amz-Date + X-Amz-Expires.
-    verify(&Method::GET, &uri, &headers, b"", &keys, boto_now() + Duration::from_secs(300))
-        .expect("still valid");
+    verify(
+        &Method::GET,
+        &uri,
+        &headers,
+        b"",
+        &keys,
+        boto_now() + Duration::from_secs(300),
+    )
+    .expect("still valid");
     assert!(matches!(
-        verify(&Method::GET, &uri, &headers, b"", &keys, boto_now() + Duration::from_secs(301)),
+        verify(
+            &Method::GET,
+            &uri,
+            &headers,
+            b"",
+            &keys,
+            boto_now() + Duration::from_secs(301)
+        ),
         Err(AuthError::PresignExpired { expires: 300, .. })
     ));
     // Query and path are covered.
-    let other: Uri = url.replace("Name=x%20y", "Name=x%20z").parse().expect("uri");
+    let other: Uri = url
+        .replace("Name=x%20y", "Name=x%20z")
+        .parse()
+        .expect("uri");
     assert_eq!(
         verify(&Method::GET, &other, &headers, b"", &keys, boto_now()),
         Err(AuthError::SignatureMismatch)
@@ -659,7 +730,10 @@ fn botocore_presigned_url_verifies() {
     );
     // Both mechanisms at once are refused.
     let mut both = headers.clone();
-    both.insert(http::header::AUTHORIZATION, HeaderValue::from_static("AWS4-HMAC-SHA256 x"));
+    both.insert(
+        http::header::AUTHORIZATION,
+        HeaderValue::from_static("AWS4-HMAC-SHA256 x"),
+    );
     assert!(matches!(
         verify(&Method::GET, &uri, &both, b"", &keys, boto_now()),
         Err(AuthError::IncompleteSignature(_))
@@ -684,14 +758,13 @@ fn canonical_query_rules() {
     assert_eq!(canonical_query("flag&x=", false), "flag=&x=");
     assert_eq!(canonical_query("k=a%2fb+c", false), "k=a%2Fb%2Bc");
     assert_eq!(canonical_query("a=1&X-Amz-Signature=ff", true), "a=1");
-    assert_eq!(canonical_query("a=1&X-Amz-Signature=ff", false), "X-Amz-Signature=ff&a=1");
+    assert_eq!(
+        canonical_query("a=1&X-Amz-Signature=ff", false),
+        "X-Amz-Signature=ff&a=1"
+    );
 }
 
-fn signed_request(
-    uri: &str,
-    body: &[u8],
-    time: SystemTime,
-) -> (Method, Uri, HeaderMap) {
+fn signed_request(uri: &str, body: &[u8], time: SystemTime) -> (Method, Uri, HeaderMap) {
     let uri: Uri = uri.parse().expect("uri");
     let mut headers = HeaderMap::new();
     headers.insert("x-amz-target", HeaderValue::from_static("Svc.Op"));
@@ -722,8 +795,13 @@ fn test_signer_round_trips() {
     let body = br#"{"cluster":"default"}"#;
     let (method, uri, headers) =
         signed_request("http://localhost:8080/?b=2&a=1", body, suite_now());
-    let auth = headers[http::header::AUTHORIZATION].to_str().expect("ascii");
-    assert!(auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amz-target,"), "{auth}");
+    let auth = headers[http::header::AUTHORIZATION]
+        .to_str()
+        .expect("ascii");
+    assert!(
+        auth.contains("SignedHeaders=content-type;host;x-amz-date;x-amz-target,"),
+        "{auth}"
+    );
     let v = verify(&method, &uri, &headers, body, &suite_keys(), suite_now()).expect("verify");
     assert_eq!(v.region, "eu-west-1");
     assert_eq!(v.service, "ecs");
@@ -731,7 +809,14 @@ fn test_signer_round_trips() {
     let origin: Uri = "/?b=2&a=1".parse().expect("uri");
     verify(&method, &origin, &headers, body, &suite_keys(), suite_now()).expect("origin form");
     assert_eq!(
-        verify(&method, &origin, &headers, b"{}", &suite_keys(), suite_now()),
+        verify(
+            &method,
+            &origin,
+            &headers,
+            b"{}",
+            &suite_keys(),
+            suite_now()
+        ),
         Err(AuthError::SignatureMismatch)
     );
 }
@@ -742,22 +827,39 @@ fn malformed_authorization_is_incomplete() {
     let keys = suite_keys();
     let run = |auth: &str, headers: &HeaderMap| {
         let mut h = headers.clone();
-        h.insert(http::header::AUTHORIZATION, HeaderValue::from_str(auth).expect("v"));
+        h.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_str(auth).expect("v"),
+        );
         verify(&method, &uri, &h, b"", &keys, suite_now())
     };
-    let good = headers[http::header::AUTHORIZATION].to_str().expect("ascii").to_string();
+    let good = headers[http::header::AUTHORIZATION]
+        .to_str()
+        .expect("ascii")
+        .to_string();
 
-    let err = run("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/eu-west-1/ecs/aws4_request", &headers)
-        .expect_err("missing parts");
-    let AuthError::IncompleteSignature(msg) = &err else { panic!("{err:?}") };
+    let err = run(
+        "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/eu-west-1/ecs/aws4_request",
+        &headers,
+    )
+    .expect_err("missing parts");
+    let AuthError::IncompleteSignature(msg) = &err else {
+        panic!("{err:?}")
+    };
     assert!(msg.contains("requires 'Signature' parameter"), "{msg}");
     assert!(msg.contains("requires 'SignedHeaders' parameter"), "{msg}");
     assert_eq!(err.aws_error().code, "IncompleteSignatureException");
     assert_eq!(err.aws_error().status, StatusCode::BAD_REQUEST);
 
-    assert!(matches!(run("Basic dXNlcjpwYXNz", &headers), Err(AuthError::IncompleteSignature(_))));
     assert!(matches!(
-        run(&good.replace("AWS4-HMAC-SHA256", "AWS4-HMAC-SHA512"), &headers),
+        run("Basic dXNlcjpwYXNz", &headers),
+        Err(AuthError::IncompleteSignature(_))
+    ));
+    assert!(matches!(
+        run(
+            &good.replace("AWS4-HMAC-SHA256", "AWS4-HMAC-SHA512"),
+            &headers
+        ),
         Err(AuthError::IncompleteSignature(_))
     ));
     assert!(matches!(
@@ -770,22 +872,38 @@ fn malformed_authorization_is_incomplete() {
     ));
     // Credential date must be the request's date.
     let err = run(&good.replace("/20150830/", "/20150831/"), &headers).expect_err("date");
-    let AuthError::InvalidSignature(msg) = &err else { panic!("{err:?}") };
-    assert!(msg.starts_with("Date in Credential scope does not match"), "{msg}");
+    let AuthError::InvalidSignature(msg) = &err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        msg.starts_with("Date in Credential scope does not match"),
+        "{msg}"
+    );
     // host must be signed.
     assert!(matches!(
-        run(&good.replace("content-type;host;", "content-type;"), &headers),
+        run(
+            &good.replace("content-type;host;", "content-type;"),
+            &headers
+        ),
         Err(AuthError::InvalidSignature(_))
     ));
     // No date at all.
     let mut h = headers.clone();
     h.remove("x-amz-date");
     let err = run(&good, &h).expect_err("no date");
-    assert!(matches!(err, AuthError::IncompleteSignature(ref m) if m.contains("'X-Amz-Date' or a 'Date'")));
+    assert!(
+        matches!(err, AuthError::IncompleteSignature(ref m) if m.contains("'X-Amz-Date' or a 'Date'"))
+    );
     // A broken date.
     let mut h = headers.clone();
-    h.insert("x-amz-date", HeaderValue::from_static("2015-08-30T12:36:00Z"));
-    assert!(matches!(run(&good, &h), Err(AuthError::IncompleteSignature(_))));
+    h.insert(
+        "x-amz-date",
+        HeaderValue::from_static("2015-08-30T12:36:00Z"),
+    );
+    assert!(matches!(
+        run(&good, &h),
+        Err(AuthError::IncompleteSignature(_))
+    ));
 }
 
 #[test]
@@ -820,7 +938,9 @@ fn error_mapping() {
     let e = AuthError::SignatureMismatch.aws_error();
     assert_eq!(e.status, StatusCode::FORBIDDEN);
     assert_eq!(e.code, "InvalidSignatureException");
-    assert!(e.message.starts_with("The request signature we calculated does not match"));
+    assert!(e
+        .message
+        .starts_with("The request signature we calculated does not match"));
 }
 
 #[test]
@@ -828,7 +948,10 @@ fn presign_round_trip_with_unsigned_payload() {
     // A presigned URL signed over UNSIGNED-PAYLOAD (the S3 convention) is accepted too.
     let query_base = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDEXAMPLE%2F20150830%2Fus-east-1%2Fservice%2Faws4_request&X-Amz-Date=20150830T123600Z&X-Amz-Expires=60&X-Amz-SignedHeaders=host";
     let mut headers = HeaderMap::new();
-    headers.insert(http::header::HOST, HeaderValue::from_static("example.amazonaws.com"));
+    headers.insert(
+        http::header::HOST,
+        HeaderValue::from_static("example.amazonaws.com"),
+    );
     let target = Target {
         path: "/x",
         query: query_base,
@@ -842,21 +965,79 @@ fn presign_round_trip_with_unsigned_payload() {
         UNSIGNED_PAYLOAD,
         true,
     );
-    let sts = string_to_sign("20150830T123600Z", "20150830/us-east-1/service/aws4_request", &creq);
+    let sts = string_to_sign(
+        "20150830T123600Z",
+        "20150830/us-east-1/service/aws4_request",
+        &creq,
+    );
     let key = signing_key(SUITE_KEY, "20150830", "us-east-1", "service");
     let sig = hex::encode(hmac_sha256(&key, sts.as_bytes()));
-    let uri: Uri = format!("/x?{query_base}&X-Amz-Signature={sig}").parse().expect("uri");
-    verify(&Method::GET, &uri, &headers, b"", &suite_keys(), suite_now()).expect("verify");
+    let uri: Uri = format!("/x?{query_base}&X-Amz-Signature={sig}")
+        .parse()
+        .expect("uri");
+    verify(
+        &Method::GET,
+        &uri,
+        &headers,
+        b"",
+        &suite_keys(),
+        suite_now(),
+    )
+    .expect("verify");
     // Missing parameters are reported.
     let uri: Uri = "/x?X-Amz-Algorithm=AWS4-HMAC-SHA256".parse().expect("uri");
-    let err = verify(&Method::GET, &uri, &headers, b"", &suite_keys(), suite_now())
-        .expect_err("incomplete");
-    assert!(matches!(err, AuthError::IncompleteSignature(ref m) if m.contains("'X-Amz-Credential'")));
+    let err = verify(
+        &Method::GET,
+        &uri,
+        &headers,
+        b"",
+        &suite_keys(),
+        suite_now(),
+    )
+    .expect_err("incomplete");
+    assert!(
+        matches!(err, AuthError::IncompleteSignature(ref m) if m.contains("'X-Amz-Credential'"))
+    );
     // Expiry longer than a week is refused.
     let long = query_base.replace("X-Amz-Expires=60", "X-Amz-Expires=604801");
-    let uri: Uri = format!("/x?{long}&X-Amz-Signature={sig}").parse().expect("uri");
+    let uri: Uri = format!("/x?{long}&X-Amz-Signature={sig}")
+        .parse()
+        .expect("uri");
     assert!(matches!(
-        verify(&Method::GET, &uri, &headers, b"", &suite_keys(), suite_now()),
+        verify(
+            &Method::GET,
+            &uri,
+            &headers,
+            b"",
+            &suite_keys(),
+            suite_now()
+        ),
         Err(AuthError::IncompleteSignature(_))
     ));
+}
+
+#[test]
+fn odd_signed_header_names_do_not_panic() {
+    let (method, uri, headers) = signed_request("http://localhost/", b"", suite_now());
+    let good = headers[http::header::AUTHORIZATION]
+        .to_str()
+        .expect("ascii")
+        .to_string();
+    for signed in [
+        "bad header;host",
+        "host;\u{e9}",
+        "host;;x-amz-date",
+        "HOST;X-Amz-Date",
+    ] {
+        let mut h = headers.clone();
+        let auth = good.replace("content-type;host;x-amz-date;x-amz-target", signed);
+        h.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_str(&auth).expect("v"),
+        );
+        assert!(
+            verify(&method, &uri, &h, b"", &suite_keys(), suite_now()).is_err(),
+            "{signed}"
+        );
+    }
 }
