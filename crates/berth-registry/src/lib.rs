@@ -7,8 +7,10 @@
 pub mod admin;
 pub mod auth;
 mod dist;
+pub mod ecr;
 pub mod error;
 pub mod gc;
+pub mod lifecycle;
 pub mod meta;
 pub mod storage;
 

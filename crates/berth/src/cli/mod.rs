@@ -1,0 +1,84 @@
+//! The command line: `berth serve`, `berth registry [gc|user|repo]`.
+
+mod registry;
+mod serve;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "berth", version, about = "Containers, an OCI registry and ECS-compatible orchestration in one binary")]
+pub struct Cli {
+    /// Log format: text or json (level from RUST_LOG, default info).
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    #[command(subcommand)]
+    pub cmd: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run everything on this host: the AWS APIs (ECR) and the OCI registry.
+    Serve(serve::ServeArgs),
+    /// Run the OCI registry alone (with the ECR API on the same port), or manage one.
+    Registry(registry::RegistryArgs),
+}
+
+/// Credentials and identity shared by the servers.
+#[derive(Args, Debug, Clone)]
+pub struct AccountArgs {
+    /// Access key id accepted by the AWS APIs (else BERTH_ACCESS_KEY_ID, else generated into
+    /// <data>/credentials on first start).
+    #[arg(long, env = "BERTH_ACCESS_KEY_ID")]
+    pub access_key_id: Option<String>,
+    /// Secret access key matching --access-key-id.
+    #[arg(long, env = "BERTH_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub secret_access_key: Option<String>,
+    /// Account id in ARNs and the ECR registry id.
+    #[arg(long, default_value = "000000000000")]
+    pub account_id: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RegistryServerArgs {
+    /// Data directory (blobs, metadata, credentials).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// URL clients use to reach the registry (token realm, ECR proxyEndpoint, repositoryUri).
+    #[arg(long)]
+    pub public_url: Option<String>,
+    /// Refuse pushes to repositories that do not exist (ECR's behaviour) instead of creating them.
+    #[arg(long)]
+    pub no_auto_create: bool,
+    /// Unreferenced blobs younger than this many seconds are never garbage collected.
+    #[arg(long, default_value_t = 3600)]
+    pub gc_grace: u64,
+    /// Seconds between scheduled garbage collections and lifecycle policy runs (0: never).
+    #[arg(long, default_value_t = 3600)]
+    pub gc_interval: u64,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Command::Serve(a) => serve::serve(a).await,
+        Command::Registry(a) => registry::run(a).await,
+    }
+}
+
+pub fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+pub(crate) fn parse_addr(s: &str) -> anyhow::Result<SocketAddr> {
+    s.parse()
+        .map_err(|e| anyhow::anyhow!("invalid address {s:?}: {e}"))
+}

@@ -1,0 +1,161 @@
+//! `berth serve` and the shared server plumbing.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use berth_aws::credentials::{self, Credentials, StaticKeys};
+use berth_aws::json::{AwsEndpoint, JsonApi};
+use berth_registry::{Config, Registry};
+use clap::Args;
+
+use super::{parse_addr, AccountArgs, RegistryServerArgs};
+
+pub const DEFAULT_DATA: &str = "/var/lib/berth";
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address of the AWS APIs (ECR; ECS and ELBv2 later).
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    pub api_addr: String,
+    /// Address of the OCI registry.
+    #[arg(long, default_value = "127.0.0.1:5000")]
+    pub registry_addr: String,
+    #[command(flatten)]
+    pub account: AccountArgs,
+    #[command(flatten)]
+    pub registry: RegistryServerArgs,
+}
+
+/// The access key: from flags/env, else `<data>/credentials` (generated on first start).
+pub fn account_credentials(data: &Path, a: &AccountArgs) -> anyhow::Result<Credentials> {
+    match (&a.access_key_id, &a.secret_access_key) {
+        (Some(id), Some(secret)) => Ok(Credentials {
+            access_key_id: id.clone(),
+            secret_access_key: secret.clone(),
+        }),
+        (None, None) => {
+            let path = data.join("credentials");
+            let (c, created) = credentials::load_or_create(&path)
+                .with_context(|| format!("credentials file {}", path.display()))?;
+            if created {
+                eprintln!("berth: generated an access key in {} (AWS shared-credentials format)", path.display());
+            }
+            eprintln!(
+                "berth: credentials: {}  (export AWS_SHARED_CREDENTIALS_FILE={} AWS_DEFAULT_REGION=us-east-1)",
+                path.display(),
+                path.display()
+            );
+            Ok(c)
+        }
+        _ => anyhow::bail!("--access-key-id and --secret-access-key must be given together"),
+    }
+}
+
+/// Opens the registry in `data` with the shared settings.
+pub fn open_registry(
+    data: PathBuf,
+    creds: Credentials,
+    account: &AccountArgs,
+    r: &RegistryServerArgs,
+    public_url: String,
+) -> anyhow::Result<Arc<Registry>> {
+    let mut cfg = Config::new(data);
+    cfg.account_id = account.account_id.clone();
+    cfg.credentials = Some(creds);
+    cfg.public_url = Some(r.public_url.clone().unwrap_or(public_url));
+    cfg.auto_create_repos = !r.no_auto_create;
+    cfg.gc_grace = Duration::from_secs(r.gc_grace);
+    let reg = Registry::open(cfg).context("opening the registry")?;
+    if r.gc_interval > 0 {
+        reg.spawn_gc_schedule(Duration::from_secs(r.gc_interval));
+        spawn_lifecycle_schedule(&reg, Duration::from_secs(r.gc_interval));
+    }
+    Ok(reg)
+}
+
+/// Applies every repository's ECR lifecycle policy every `interval`.
+fn spawn_lifecycle_schedule(reg: &Arc<Registry>, interval: Duration) {
+    let reg = reg.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            match berth_registry::lifecycle::apply_lifecycle_policies(&reg).await {
+                Ok(n) if n > 0 => tracing::info!(expired = n, "lifecycle policies applied"),
+                Ok(_) => {}
+                Err(e) => tracing::error!(error = %e, "lifecycle policies failed"),
+            }
+        }
+    });
+}
+
+/// The AWS JSON APIs this process serves, behind SigV4 with the account's key.
+pub fn aws_endpoint(reg: &Arc<Registry>, creds: &Credentials, account_id: &str) -> Arc<AwsEndpoint> {
+    let host = reg
+        .cfg
+        .public_url
+        .as_deref()
+        .map(|u| u.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/'))
+        .unwrap_or("127.0.0.1:5000")
+        .to_string();
+    let apis: Vec<Arc<dyn JsonApi>> = vec![berth_registry::ecr::ecr_api(reg, host)];
+    let mut keys = StaticKeys::new();
+    keys.insert(creds);
+    Arc::new(AwsEndpoint::new(apis, Arc::new(keys), account_id))
+}
+
+pub async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let a = parse_addr(addr)?;
+    tokio::net::TcpListener::bind(a)
+        .await
+        .with_context(|| format!("cannot listen on {a}"))
+}
+
+/// Serves `router` on `listener` until SIGINT/SIGTERM.
+pub async fn serve_http(listener: tokio::net::TcpListener, router: axum::Router) -> anyhow::Result<()> {
+    let listener = listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("http server")
+}
+
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    tracing::info!("shutting down");
+}
+
+pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let data = a.registry.data.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA));
+    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    let creds = account_credentials(&data, &a.account)?;
+    let reg_listener = bind(&a.registry_addr).await?;
+    let api_listener = bind(&a.api_addr).await?;
+    let reg_url = format!("http://{}", reg_listener.local_addr()?);
+    let reg = open_registry(data.join("registry"), creds.clone(), &a.account, &a.registry, reg_url.clone())?;
+    let aws = aws_endpoint(&reg, &creds, &a.account.account_id);
+    let registry_router = reg.router().merge(aws.clone().root_router());
+    let api_router = aws.router();
+    eprintln!(
+        "berth: registry on {reg_url}, AWS APIs (ECR) on http://{}",
+        api_listener.local_addr()?
+    );
+    tokio::try_join!(
+        serve_http(reg_listener, registry_router),
+        serve_http(api_listener, api_router)
+    )?;
+    Ok(())
+}
