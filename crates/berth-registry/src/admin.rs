@@ -56,7 +56,8 @@ async fn body_json<T: for<'de> Deserialize<'de>>(req: Request) -> Result<T, Resp
         .await
         .map_err(|e| err(StatusCode::BAD_REQUEST, e.to_string()))?;
     let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
-    serde_json::from_slice(bytes).map_err(|e| err(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| err(StatusCode::BAD_REQUEST, format!("invalid JSON: {e}")))
 }
 
 fn internal(e: impl std::error::Error) -> Response {
@@ -92,7 +93,8 @@ fn valid_user_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
         && n != "AWS"
-        && n.chars().all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
 }
 
 async fn put_user(State(reg): State<Reg>, Path(name): Path<String>, req: Request) -> Response {
@@ -100,14 +102,20 @@ async fn put_user(State(reg): State<Reg>, Path(name): Path<String>, req: Request
         return r;
     }
     if !valid_user_name(&name) || name == reg.credentials.access_key_id {
-        return err(StatusCode::BAD_REQUEST, format!("invalid user name {name:?}"));
+        return err(
+            StatusCode::BAD_REQUEST,
+            format!("invalid user name {name:?}"),
+        );
     }
     let body: PutUser = match body_json(req).await {
         Ok(b) => b,
         Err(r) => return r,
     };
     if body.password.len() < 8 {
-        return err(StatusCode::BAD_REQUEST, "password must have at least 8 characters");
+        return err(
+            StatusCode::BAD_REQUEST,
+            "password must have at least 8 characters",
+        );
     }
     const ACTIONS: [&str; 4] = ["pull", "push", "delete", "*"];
     if let Some(bad) = body
@@ -116,7 +124,10 @@ async fn put_user(State(reg): State<Reg>, Path(name): Path<String>, req: Request
         .flat_map(|g| g.actions.iter())
         .find(|a| !ACTIONS.contains(&a.as_str()))
     {
-        return err(StatusCode::BAD_REQUEST, format!("unknown action {bad:?} (pull, push, delete, *)"));
+        return err(
+            StatusCode::BAD_REQUEST,
+            format!("unknown action {bad:?} (pull, push, delete, *)"),
+        );
     }
     let hashed = match tokio::task::spawn_blocking(move || hash_password(&body.password)).await {
         Ok(Ok(h)) => h,
@@ -164,7 +175,10 @@ async fn set_visibility(State(reg): State<Reg>, req: Request) -> Response {
         Err(r) => return r,
     };
     if body.repository.parse::<berth_oci::RepoName>().is_err() {
-        return err(StatusCode::BAD_REQUEST, format!("invalid repository name {:?}", body.repository));
+        return err(
+            StatusCode::BAD_REQUEST,
+            format!("invalid repository name {:?}", body.repository),
+        );
     }
     let res = reg.meta.update_repo(&body.repository, |r| {
         r.public = body.public;

@@ -54,8 +54,14 @@ pub enum Identity {
     Anonymous,
     /// The account owner: the AWS access key or an ECR authorization token.
     Account,
-    User { name: String, record: UserRecord },
-    Token { subject: String, access: Vec<Access> },
+    User {
+        name: String,
+        record: UserRecord,
+    },
+    Token {
+        subject: String,
+        access: Vec<Access>,
+    },
 }
 
 impl Identity {
@@ -141,7 +147,9 @@ impl Auth {
             return self.verify_token(tok.trim());
         }
         if let Some(b64) = strip_scheme(h, "basic") {
-            let raw = STANDARD.decode(b64.trim()).map_err(|_| AuthError::Malformed)?;
+            let raw = STANDARD
+                .decode(b64.trim())
+                .map_err(|_| AuthError::Malformed)?;
             let raw = String::from_utf8(raw).map_err(|_| AuthError::Malformed)?;
             let (user, pass) = raw.split_once(':').ok_or(AuthError::Malformed)?;
             let this = self.clone();
@@ -156,7 +164,10 @@ impl Auth {
     /// Checks a user name and password (any of the accepted kinds).
     pub fn check_password(&self, user: &str, pass: &str) -> Result<Identity, AuthError> {
         if user == self.creds.access_key_id {
-            return if bool::from(pass.as_bytes().ct_eq(self.creds.secret_access_key.as_bytes())) {
+            return if bool::from(
+                pass.as_bytes()
+                    .ct_eq(self.creds.secret_access_key.as_bytes()),
+            ) {
                 Ok(Identity::Account)
             } else {
                 Err(AuthError::BadCredentials)
@@ -271,18 +282,24 @@ impl Auth {
         let sig = parts.next().ok_or(AuthError::BadToken)?;
         let signing_input = parts.next().ok_or(AuthError::BadToken)?;
         let (header, payload) = signing_input.split_once('.').ok_or(AuthError::BadToken)?;
-        let sig = URL_SAFE_NO_PAD.decode(sig).map_err(|_| AuthError::BadToken)?;
+        let sig = URL_SAFE_NO_PAD
+            .decode(sig)
+            .map_err(|_| AuthError::BadToken)?;
         let expect = self.jwt_mac(signing_input.as_bytes());
         if expect.is_empty() || !bool::from(sig.as_slice().ct_eq(expect.as_slice())) {
             return Err(AuthError::BadToken);
         }
-        let header = URL_SAFE_NO_PAD.decode(header).map_err(|_| AuthError::BadToken)?;
+        let header = URL_SAFE_NO_PAD
+            .decode(header)
+            .map_err(|_| AuthError::BadToken)?;
         let header: serde_json::Value =
             serde_json::from_slice(&header).map_err(|_| AuthError::BadToken)?;
         if header.get("alg").and_then(|a| a.as_str()) != Some("HS256") {
             return Err(AuthError::BadToken);
         }
-        let payload = URL_SAFE_NO_PAD.decode(payload).map_err(|_| AuthError::BadToken)?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| AuthError::BadToken)?;
         let claims: Claims = serde_json::from_slice(&payload).map_err(|_| AuthError::BadToken)?;
         let now = now_ms() / 1000;
         if claims.exp <= now || claims.nbf > now + 5 || claims.aud != self.service {
@@ -371,7 +388,10 @@ mod tests {
             access_key_id: "AKIDTEST".into(),
             secret_access_key: "secret".into(),
         };
-        (dir, Arc::new(Auth::new(vec![7; 32], meta, creds, "svc".into())))
+        (
+            dir,
+            Arc::new(Auth::new(vec![7; 32], meta, creds, "svc".into())),
+        )
     }
 
     #[test]
@@ -396,7 +416,10 @@ mod tests {
     #[test]
     fn passwords_and_grants() {
         let (_d, a) = auth();
-        assert!(matches!(a.check_password("AKIDTEST", "secret"), Ok(Identity::Account)));
+        assert!(matches!(
+            a.check_password("AKIDTEST", "secret"),
+            Ok(Identity::Account)
+        ));
         assert!(a.check_password("AKIDTEST", "nope").is_err());
         let (p, _) = a.ecr_password();
         assert!(matches!(a.check_password("AWS", &p), Ok(Identity::Account)));

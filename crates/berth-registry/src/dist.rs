@@ -122,7 +122,9 @@ async fn dispatch(reg: Reg, req: Request) -> ApiResult {
     let id = match reg.auth.identify(header_auth.as_deref()).await {
         Ok(id) => id,
         Err(e) => {
-            return Err(challenge(&reg, &base, None, true).detail(json!({ "reason": e.to_string() })))
+            return Err(
+                challenge(&reg, &base, None, true).detail(json!({ "reason": e.to_string() }))
+            )
         }
     };
     let method = req.method().clone();
@@ -131,7 +133,12 @@ async fn dispatch(reg: Reg, req: Request) -> ApiResult {
             if id.is_anonymous() {
                 return Err(challenge(&reg, &base, None, false));
             }
-            Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{}").into_response())
+            Ok((
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                "{}",
+            )
+                .into_response())
         }
         Route::Catalog => {
             if method != Method::GET {
@@ -149,9 +156,9 @@ async fn dispatch(reg: Reg, req: Request) -> ApiResult {
         }
         Route::Manifest(repo, reference) => {
             let repo = repo_name(&repo)?;
-            let reference = reference
-                .parse::<Reference>()
-                .map_err(|e| ApiError::new(Code::ManifestInvalid, format!("invalid reference: {e}")))?;
+            let reference = reference.parse::<Reference>().map_err(|e| {
+                ApiError::new(Code::ManifestInvalid, format!("invalid reference: {e}"))
+            })?;
             match method {
                 Method::GET | Method::HEAD => {
                     authorize(&reg, &id, &base, &repo, PULL).await?;
@@ -239,7 +246,8 @@ fn parse_digest(s: &str) -> ApiResult<Digest> {
 }
 
 fn blob_unknown(d: &Digest) -> ApiError {
-    ApiError::new(Code::BlobUnknown, "blob unknown to registry").detail(json!({ "digest": d.to_string() }))
+    ApiError::new(Code::BlobUnknown, "blob unknown to registry")
+        .detail(json!({ "digest": d.to_string() }))
 }
 
 /// The URL clients reach us by: the configured public URL, else the Host header.
@@ -260,7 +268,10 @@ fn base_url(reg: &Registry, headers: &HeaderMap) -> String {
 
 /// 401 with a `WWW-Authenticate: Bearer` challenge for `scope`.
 fn challenge(reg: &Registry, base: &str, scope: Option<&str>, invalid: bool) -> ApiError {
-    let mut c = format!("Bearer realm=\"{base}/token\",service=\"{}\"", reg.cfg.service);
+    let mut c = format!(
+        "Bearer realm=\"{base}/token\",service=\"{}\"",
+        reg.cfg.service
+    );
     if let Some(s) = scope {
         c.push_str(&format!(",scope=\"{s}\""));
     }
@@ -269,7 +280,8 @@ fn challenge(reg: &Registry, base: &str, scope: Option<&str>, invalid: bool) -> 
     } else if scope.is_some() {
         c.push_str(",error=\"insufficient_scope\"");
     }
-    ApiError::new(Code::Unauthorized, "authentication required").header(header::WWW_AUTHENTICATE, &c)
+    ApiError::new(Code::Unauthorized, "authentication required")
+        .header(header::WWW_AUTHENTICATE, &c)
 }
 
 async fn repo_is_public(reg: &Reg, repo: &str) -> ApiResult<bool> {
@@ -280,15 +292,30 @@ async fn repo_is_public(reg: &Reg, repo: &str) -> ApiResult<bool> {
         .unwrap_or(false))
 }
 
-async fn authorize(reg: &Reg, id: &Identity, base: &str, repo: &str, action: &str) -> ApiResult<()> {
+async fn authorize(
+    reg: &Reg,
+    id: &Identity,
+    base: &str,
+    repo: &str,
+    action: &str,
+) -> ApiResult<()> {
     let public = action == PULL && repo_is_public(reg, repo).await?;
     if reg.auth.allowed(id, repo, action, public) {
         return Ok(());
     }
     match id {
         Identity::Anonymous | Identity::Token { .. } => {
-            let actions = if action == PULL { "pull".to_string() } else { format!("pull,{action}") };
-            Err(challenge(reg, base, Some(&format!("repository:{repo}:{actions}")), false))
+            let actions = if action == PULL {
+                "pull".to_string()
+            } else {
+                format!("pull,{action}")
+            };
+            Err(challenge(
+                reg,
+                base,
+                Some(&format!("repository:{repo}:{actions}")),
+                false,
+            ))
         }
         _ => Err(ApiError::new(
             Code::Denied,
@@ -298,12 +325,7 @@ async fn authorize(reg: &Reg, id: &Identity, base: &str, repo: &str, action: &st
 }
 
 fn query(req: &Request) -> Vec<(String, String)> {
-    req.uri()
-        .query()
-        .map(|q| {
-            url_decode_pairs(q)
-        })
-        .unwrap_or_default()
+    req.uri().query().map(url_decode_pairs).unwrap_or_default()
 }
 
 fn url_decode_pairs(q: &str) -> Vec<(String, String)> {
@@ -328,10 +350,13 @@ fn query_get<'a>(q: &'a [(String, String)], k: &str) -> Option<&'a str> {
 fn page_size(q: &[(String, String)]) -> ApiResult<usize> {
     match query_get(q, "n") {
         None => Ok(DEFAULT_PAGE),
-        Some(n) => n
-            .parse::<usize>()
-            .map(|n| n.min(MAX_PAGE))
-            .map_err(|_| ApiError::new(Code::Unsupported, "invalid n").status(StatusCode::BAD_REQUEST)),
+        // A well-formed number too large for usize is just a large page.
+        Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            Ok(n.parse::<usize>().map_or(MAX_PAGE, |n| n.min(MAX_PAGE)))
+        }
+        Some(_) => {
+            Err(ApiError::new(Code::Unsupported, "invalid n").status(StatusCode::BAD_REQUEST))
+        }
     }
 }
 
@@ -346,6 +371,13 @@ async fn catalog(reg: &Reg, id: &Identity, q: &[(String, String)]) -> ApiResult 
     let mut last = query_get(q, "last").map(str::to_string);
     let mut out = Vec::new();
     let mut more = false;
+    // A token scoped `registry:catalog:*` (issued to admins only) sees every repository.
+    let everything = match id {
+        Identity::Token { access, .. } => access.iter().any(|a| {
+            a.kind == "registry" && a.name == "catalog" && a.actions.iter().any(|x| x == "*")
+        }),
+        _ => false,
+    };
     // Visible repositories only; page through the store until `n` are found.
     'outer: loop {
         let (r, after) = (reg.clone(), last.clone());
@@ -355,7 +387,7 @@ async fn catalog(reg: &Reg, id: &Identity, q: &[(String, String)]) -> ApiResult 
         }
         for (name, rec) in batch {
             last = Some(name.clone());
-            if reg.auth.allowed(id, &name, PULL, rec.public) {
+            if everything || reg.auth.allowed(id, &name, PULL, rec.public) {
                 if out.len() == n {
                     more = true;
                     break 'outer;
@@ -392,7 +424,9 @@ async fn tags_list(reg: &Reg, repo: &str, q: &[(String, String)]) -> ApiResult {
         if let Some(l) = tags.last() {
             resp.headers_mut().insert(
                 header::LINK,
-                hv(&format!("</v2/{repo}/tags/list?last={l}&n={n}>; rel=\"next\"")),
+                hv(&format!(
+                    "</v2/{repo}/tags/list?last={l}&n={n}>; rel=\"next\""
+                )),
             );
         }
     }
@@ -406,9 +440,14 @@ async fn resolve(reg: &Reg, repo: &str, reference: &Reference) -> ApiResult<Stri
         Reference::Digest(d) => Ok(d.to_string()),
         Reference::Tag(t) => {
             let (r, n, t2) = (reg.clone(), repo.to_string(), t.as_str().to_string());
-            blocking(move || r.meta.resolve_tag(&n, &t2)).await?.ok_or_else(|| {
-                ApiError::new(Code::ManifestUnknown, format!("manifest unknown: tag {} not found", t.as_str()))
-            })
+            blocking(move || r.meta.resolve_tag(&n, &t2))
+                .await?
+                .ok_or_else(|| {
+                    ApiError::new(
+                        Code::ManifestUnknown,
+                        format!("manifest unknown: tag {} not found", t.as_str()),
+                    )
+                })
         }
     }
 }
@@ -418,7 +457,9 @@ async fn get_manifest(reg: &Reg, repo: &str, reference: &Reference, head: bool) 
     let (r, n, d) = (reg.clone(), repo.to_string(), digest.clone());
     let (rec, body) = blocking(move || r.meta.get_manifest(&n, &d))
         .await?
-        .ok_or_else(|| ApiError::new(Code::ManifestUnknown, format!("manifest unknown: {digest}")))?;
+        .ok_or_else(|| {
+            ApiError::new(Code::ManifestUnknown, format!("manifest unknown: {digest}"))
+        })?;
     let mut resp = if head {
         Response::new(Body::empty())
     } else {
@@ -505,11 +546,18 @@ async fn put_manifest(reg: &Reg, repo: &str, reference: &Reference, req: Request
     let subject = rec.subject.clone();
     let (r, n, d) = (reg.clone(), repo.to_string(), digest.to_string());
     let create = reg.cfg.auto_create_repos;
-    blocking(move || r.meta.put_manifest(&n, &d, &rec, &body, tag.as_deref(), create)).await?;
+    blocking(move || {
+        r.meta
+            .put_manifest(&n, &d, &rec, &body, tag.as_deref(), create)
+    })
+    .await?;
     tracing::info!(repo, %digest, "manifest pushed");
     let mut resp = StatusCode::CREATED.into_response();
     let h = resp.headers_mut();
-    h.insert(header::LOCATION, hv(&format!("/v2/{repo}/manifests/{digest}")));
+    h.insert(
+        header::LOCATION,
+        hv(&format!("/v2/{repo}/manifests/{digest}")),
+    );
     h.insert("docker-content-digest", hv(digest.as_str()));
     if let Some(s) = subject {
         h.insert("oci-subject", hv(&s));
@@ -523,7 +571,10 @@ async fn delete_manifest(reg: &Reg, repo: &str, reference: &Reference) -> ApiRes
         Reference::Tag(t) => {
             let t = t.as_str().to_string();
             if !blocking(move || r.meta.delete_tag(&n, &t)).await? {
-                return Err(ApiError::new(Code::ManifestUnknown, "manifest unknown: no such tag"));
+                return Err(ApiError::new(
+                    Code::ManifestUnknown,
+                    "manifest unknown: no such tag",
+                ));
             }
         }
         Reference::Digest(d) => {
@@ -554,10 +605,8 @@ async fn referrers(reg: &Reg, repo: &str, subject: &Digest, q: &[(String, String
         descs.push(desc);
     }
     let mut resp = Response::new(Body::from(berth_oci::build_index(descs)));
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        hv(berth_oci::media_type::OCI_INDEX),
-    );
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, hv(berth_oci::media_type::OCI_INDEX));
     if filter.is_some() {
         resp.headers_mut()
             .insert("oci-filters-applied", hv("artifactType"));
@@ -582,13 +631,23 @@ fn parse_range(h: &str, size: u64) -> Option<(u64, u64)> {
         (size.saturating_sub(n), size.checked_sub(1)?)
     } else {
         let start: u64 = a.parse().ok()?;
-        let end = if b.is_empty() { size.checked_sub(1)? } else { b.parse::<u64>().ok()?.min(size.checked_sub(1)?) };
+        let end = if b.is_empty() {
+            size.checked_sub(1)?
+        } else {
+            b.parse::<u64>().ok()?.min(size.checked_sub(1)?)
+        };
         (start, end)
     };
     (start <= end && start < size).then_some((start, end))
 }
 
-async fn get_blob(reg: &Reg, repo: &str, digest: &Digest, range: Option<String>, head: bool) -> ApiResult {
+async fn get_blob(
+    reg: &Reg,
+    repo: &str,
+    digest: &Digest,
+    range: Option<String>,
+    head: bool,
+) -> ApiResult {
     let (r, n, d) = (reg.clone(), repo.to_string(), digest.to_string());
     let rec = blocking(move || r.meta.repo_blob(&n, &d))
         .await?
@@ -598,8 +657,10 @@ async fn get_blob(reg: &Reg, repo: &str, digest: &Digest, range: Option<String>,
         Some(h) => match parse_range(h, rec.size) {
             Some(r) => Some(r),
             None => {
-                return Err(ApiError::new(Code::RangeInvalid, "requested range not satisfiable")
-                    .header(header::CONTENT_RANGE, &format!("bytes */{}", rec.size)))
+                return Err(
+                    ApiError::new(Code::RangeInvalid, "requested range not satisfiable")
+                        .header(header::CONTENT_RANGE, &format!("bytes */{}", rec.size)),
+                )
             }
         },
         None => None,
@@ -611,7 +672,11 @@ async fn get_blob(reg: &Reg, repo: &str, digest: &Digest, range: Option<String>,
     let body = if head {
         Body::empty()
     } else {
-        let mut f = reg.store.open_blob(digest).await.map_err(|_| blob_unknown(digest))?;
+        let mut f = reg
+            .store
+            .open_blob(digest)
+            .await
+            .map_err(|_| blob_unknown(digest))?;
         if start > 0 {
             use tokio::io::AsyncSeekExt;
             f.seek(std::io::SeekFrom::Start(start))
@@ -619,7 +684,10 @@ async fn get_blob(reg: &Reg, repo: &str, digest: &Digest, range: Option<String>,
                 .map_err(ApiError::internal)?;
         }
         use tokio::io::AsyncReadExt;
-        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(f.take(len), 256 << 10))
+        Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
+            f.take(len),
+            256 << 10,
+        ))
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
@@ -694,6 +762,67 @@ impl Uploads {
     pub(crate) fn is_live(&self, id: &str) -> bool {
         self.live.lock().map(|m| m.contains_key(id)).unwrap_or(true)
     }
+
+    /// Ends an idle session so that GC may remove its file and record: false while a request
+    /// holds it. A request that looked the session up just before finds it closed.
+    pub(crate) fn expire(&self, id: &str) -> bool {
+        let Ok(mut m) = self.live.lock() else {
+            return false;
+        };
+        let Some(st) = m.get(id).cloned() else {
+            return true;
+        };
+        let Ok(mut st) = st.try_lock() else {
+            return false;
+        };
+        st.sink = None;
+        m.remove(id);
+        true
+    }
+}
+
+/// Marks an upload file as in use for as long as a request works on it, so that GC, which
+/// removes session-less upload files older than its cutoff, leaves it alone.
+struct Reserved<'a> {
+    uploads: &'a Uploads,
+    id: String,
+    /// Released on drop unless the session was kept.
+    release: bool,
+}
+
+impl<'a> Reserved<'a> {
+    fn new(
+        uploads: &'a Uploads,
+        id: &str,
+        repo: &str,
+    ) -> (Self, Arc<tokio::sync::Mutex<UploadState>>) {
+        let st = uploads.insert(
+            id,
+            UploadState {
+                repo: repo.to_string(),
+                sink: None,
+            },
+        );
+        let r = Reserved {
+            uploads,
+            id: id.to_string(),
+            release: true,
+        };
+        (r, st)
+    }
+
+    /// The session lives on after this request.
+    fn keep(mut self) {
+        self.release = false;
+    }
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if self.release {
+            self.uploads.remove(&self.id);
+        }
+    }
 }
 
 fn io_internal(e: std::io::Error) -> ApiError {
@@ -708,7 +837,10 @@ type PendingWrite = tokio::task::JoinHandle<(Sink, std::io::Result<()>)>;
 
 /// Takes the sink back, waiting for the write in flight if there is one. `None` only if the
 /// writer thread panicked.
-async fn reclaim(idle: &mut Option<Sink>, pending: &mut Option<PendingWrite>) -> (Option<Sink>, ApiResult<()>) {
+async fn reclaim(
+    idle: &mut Option<Sink>,
+    pending: &mut Option<PendingWrite>,
+) -> (Option<Sink>, ApiResult<()>) {
     if let Some(s) = idle.take() {
         return (Some(s), Ok(()));
     }
@@ -740,7 +872,10 @@ async fn stream_into(sink: Sink, body: Body) -> (Option<Sink>, ApiResult<()>) {
                 }
             }
             Some(Err(e)) => {
-                let err = ApiError::new(Code::BlobUploadInvalid, format!("reading request body: {e}"));
+                let err = ApiError::new(
+                    Code::BlobUploadInvalid,
+                    format!("reading request body: {e}"),
+                );
                 let (s, _) = reclaim(&mut idle, &mut pending).await;
                 return (s, Err(err));
             }
@@ -762,9 +897,11 @@ async fn stream_into(sink: Sink, body: Body) -> (Option<Sink>, ApiResult<()>) {
 }
 
 fn new_sink(path: &std::path::Path) -> std::io::Result<Sink> {
+    // Append mode, like a revived session: after a rejected chunk is cut off with `set_len`,
+    // the next write must land at the new end, not at the old file position.
     let file = std::fs::OpenOptions::new()
         .create_new(true)
-        .write(true)
+        .append(true)
         .open(path)?;
     Ok(Sink {
         file,
@@ -775,9 +912,16 @@ fn new_sink(path: &std::path::Path) -> std::io::Result<Sink> {
 
 fn upload_headers(resp: &mut Response, repo: &str, id: &str, offset: u64) {
     let h = resp.headers_mut();
-    h.insert(header::LOCATION, hv(&format!("/v2/{repo}/blobs/uploads/{id}")));
+    h.insert(
+        header::LOCATION,
+        hv(&format!("/v2/{repo}/blobs/uploads/{id}")),
+    );
     h.insert("docker-upload-uuid", hv(id));
-    let range = if offset == 0 { "0-0".to_string() } else { format!("0-{}", offset - 1) };
+    let range = if offset == 0 {
+        "0-0".to_string()
+    } else {
+        format!("0-{}", offset - 1)
+    };
     h.insert(header::RANGE, hv(&range));
     h.insert(header::CONTENT_LENGTH, hv("0"));
 }
@@ -799,7 +943,15 @@ async fn start_upload(reg: &Reg, id: &Identity, repo: &str, req: Request) -> Api
             let from = repo_name(from)?;
             let public = repo_is_public(reg, &from).await?;
             if reg.auth.allowed(id, &from, PULL, public) {
-                let (r, f, n, d) = (reg.clone(), from.clone(), repo.to_string(), digest.to_string());
+                // Touch first: a GC between the link and a later touch would see the blob as
+                // untouched and collect it under a client that is about to get 201.
+                reg.touch(digest.as_str());
+                let (r, f, n, d) = (
+                    reg.clone(),
+                    from.clone(),
+                    repo.to_string(),
+                    digest.to_string(),
+                );
                 let create = reg.cfg.auto_create_repos;
                 let mounted = blocking(move || {
                     if r.meta.repo_blob(&f, &d)?.is_none() {
@@ -809,7 +961,6 @@ async fn start_upload(reg: &Reg, id: &Identity, repo: &str, req: Request) -> Api
                 })
                 .await?;
                 if mounted {
-                    reg.touch(digest.as_str());
                     return Ok(created_blob(repo, &digest));
                 }
             }
@@ -819,6 +970,7 @@ async fn start_upload(reg: &Reg, id: &Identity, repo: &str, req: Request) -> Api
         // Monolithic upload: the whole blob in the POST body.
         let digest = parse_digest(d)?;
         let tmp_id = format!("mono-{}", uuid::Uuid::new_v4().simple());
+        let _reserved = Reserved::new(&reg.uploads, &tmp_id, repo);
         let path = reg.store.upload_path(&tmp_id);
         let sink = new_sink(&path).map_err(io_internal)?;
         let sink = match stream_into(sink, req.into_body()).await {
@@ -833,6 +985,8 @@ async fn start_upload(reg: &Reg, id: &Identity, repo: &str, req: Request) -> Api
         return Ok(created_blob(repo, &digest));
     }
     let upload_id = uuid::Uuid::new_v4().simple().to_string();
+    // The session is live before its file exists, so GC never sees the file unaccounted for.
+    let (reserved, state) = Reserved::new(&reg.uploads, &upload_id, repo);
     let path = reg.store.upload_path(&upload_id);
     let sink = new_sink(&path).map_err(io_internal)?;
     let (r, uid, rec) = (
@@ -847,20 +1001,19 @@ async fn start_upload(reg: &Reg, id: &Identity, repo: &str, req: Request) -> Api
         let _ = std::fs::remove_file(&path);
         return Err(e);
     }
-    reg.uploads.insert(
-        &upload_id,
-        UploadState {
-            repo: repo.to_string(),
-            sink: Some(sink),
-        },
-    );
+    state.lock().await.sink = Some(sink);
+    reserved.keep();
     let mut resp = StatusCode::ACCEPTED.into_response();
     upload_headers(&mut resp, repo, &upload_id, 0);
     Ok(resp)
 }
 
 /// Finds a live upload session, or revives one recorded before a restart.
-async fn session(reg: &Reg, repo: &str, upload_id: &str) -> ApiResult<Arc<tokio::sync::Mutex<UploadState>>> {
+async fn session(
+    reg: &Reg,
+    repo: &str,
+    upload_id: &str,
+) -> ApiResult<Arc<tokio::sync::Mutex<UploadState>>> {
     if upload_id.is_empty() || !upload_id.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(upload_unknown());
     }
@@ -871,7 +1024,9 @@ async fn session(reg: &Reg, repo: &str, upload_id: &str) -> ApiResult<Arc<tokio:
         return Ok(s);
     }
     let (r, uid) = (reg.clone(), upload_id.to_string());
-    let rec = blocking(move || r.meta.get_upload(&uid)).await?.ok_or_else(upload_unknown)?;
+    let rec = blocking(move || r.meta.get_upload(&uid))
+        .await?
+        .ok_or_else(upload_unknown)?;
     if rec.repo != repo {
         return Err(upload_unknown());
     }
@@ -900,32 +1055,46 @@ fn content_range(h: &HeaderMap) -> ApiResult<Option<(u64, u64)>> {
         return Ok(None);
     };
     let s = v.to_str().unwrap_or("").trim();
-    let s = s.strip_prefix("bytes ").or_else(|| s.strip_prefix("bytes=")).unwrap_or(s);
+    let s = s
+        .strip_prefix("bytes ")
+        .or_else(|| s.strip_prefix("bytes="))
+        .unwrap_or(s);
     let s = s.split('/').next().unwrap_or(s);
     let parsed = s
         .split_once('-')
         .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
     match parsed {
         Some((a, b)) if a <= b => Ok(Some((a, b))),
-        _ => Err(ApiError::new(Code::BlobUploadInvalid, format!("invalid Content-Range {s:?}"))),
+        _ => Err(ApiError::new(
+            Code::BlobUploadInvalid,
+            format!("invalid Content-Range {s:?}"),
+        )),
     }
 }
 
 fn range_error(repo: &str, id: &str, offset: u64) -> ApiError {
-    let range = if offset == 0 { "0-0".to_string() } else { format!("0-{}", offset - 1) };
-    ApiError::new(Code::RangeInvalid, format!("chunk out of order: upload is at offset {offset}"))
-        .header(header::LOCATION, &format!("/v2/{repo}/blobs/uploads/{id}"))
-        .header(header::RANGE, &range)
-        .header(HeaderName::from_static("docker-upload-uuid"), id)
+    let range = if offset == 0 {
+        "0-0".to_string()
+    } else {
+        format!("0-{}", offset - 1)
+    };
+    ApiError::new(
+        Code::RangeInvalid,
+        format!("chunk out of order: upload is at offset {offset}"),
+    )
+    .header(header::LOCATION, &format!("/v2/{repo}/blobs/uploads/{id}"))
+    .header(header::RANGE, &range)
+    .header(HeaderName::from_static("docker-upload-uuid"), id)
 }
 
 /// Appends one request body to an upload, enforcing Content-Range and Content-Length.
 async fn append(repo: &str, upload_id: &str, st: &mut UploadState, req: Request) -> ApiResult<()> {
+    // Validate the headers before taking the sink: an early return must leave it in place.
+    let declared = content_range(req.headers())?;
     let Some(sink) = st.sink.take() else {
         return Err(upload_unknown());
     };
     let start = sink.written;
-    let declared = content_range(req.headers())?;
     if let Some((a, _)) = declared {
         if a != start {
             st.sink = Some(sink);
@@ -940,10 +1109,13 @@ async fn append(repo: &str, upload_id: &str, st: &mut UploadState, req: Request)
     let (sink, res) = stream_into(sink, req.into_body()).await;
     // Without its sink (a writer thread panicked) the upload is broken for good.
     let Some(mut sink) = sink else {
-        return Err(res.err().unwrap_or_else(|| ApiError::internal("upload sink missing")));
+        return Err(res
+            .err()
+            .unwrap_or_else(|| ApiError::internal("upload sink missing")));
     };
     let got = sink.written.saturating_sub(start);
-    let mismatch = declared.is_some_and(|(a, b)| b - a + 1 != got) || expect_len.is_some_and(|l| l != got);
+    let mismatch =
+        declared.is_some_and(|(a, b)| b - a + 1 != got) || expect_len.is_some_and(|l| l != got);
     if res.is_err() || mismatch {
         // Roll the upload back to where this request began.
         let _ = sink.file.set_len(start);
@@ -1012,9 +1184,19 @@ async fn finish_upload(reg: &Reg, repo: &str, upload_id: &str, req: Request) -> 
 }
 
 /// Verifies an upload file against `digest`, installs it and records it in `repo`.
-async fn finalize(reg: &Reg, repo: &str, upload_id: &str, sink: Sink, digest: &Digest) -> ApiResult<()> {
+async fn finalize(
+    reg: &Reg,
+    repo: &str,
+    upload_id: &str,
+    sink: Sink,
+    digest: &Digest,
+) -> ApiResult<()> {
     let path = reg.store.upload_path(upload_id);
-    let Sink { file, hasher, written } = sink;
+    let Sink {
+        file,
+        hasher,
+        written,
+    } = sink;
     let fsync = tokio::task::spawn_blocking(move || file.sync_all()).await?;
     fsync.map_err(io_internal)?;
     let actual = match (digest.algorithm(), hasher) {
@@ -1086,7 +1268,10 @@ async fn token_post(State(reg): State<Reg>, req: Request) -> Response {
             let auth = reg.auth.clone();
             match tokio::task::spawn_blocking(move || auth.check_password(&u, &p)).await {
                 Ok(Ok(id)) => id,
-                _ => return ApiError::new(Code::Unauthorized, "invalid username or password").into_response(),
+                _ => {
+                    return ApiError::new(Code::Unauthorized, "invalid username or password")
+                        .into_response()
+                }
             }
         }
         _ => {

@@ -114,9 +114,10 @@ impl Registry {
                 let recorded = sessions.iter().any(|(id, _)| id == name);
                 let idle_since = ms(*mtime);
                 let stale = if recorded {
-                    idle_since < ttl_cutoff && !this.uploads.is_live(name)
+                    idle_since < ttl_cutoff && this.uploads.expire(name)
                 } else {
-                    idle_since < cutoff
+                    // Monolithic uploads in progress are live (reserved) but unrecorded.
+                    idle_since < cutoff && !this.uploads.is_live(name)
                 };
                 if stale {
                     this.store.remove_upload(name)?;

@@ -486,7 +486,11 @@ impl Meta {
     pub fn repo_blob(&self, repo: &str, digest: &str) -> Result<Option<BlobRecord>> {
         let txn = self.read()?;
         let links = txn.open_table(LINKS).map_err(db)?;
-        if links.get(key2(repo, digest).as_str()).map_err(db)?.is_none() {
+        if links
+            .get(key2(repo, digest).as_str())
+            .map_err(db)?
+            .is_none()
+        {
             return Ok(None);
         }
         let t = txn.open_table(BLOBS).map_err(db)?;
@@ -498,7 +502,13 @@ impl Meta {
 
     /// Records a verified blob (its file already in place) and links it into `repo`, creating
     /// the repository if `create_repo` says so. Fails with RepoNotFound otherwise.
-    pub fn commit_blob(&self, repo: &str, digest: &str, size: u64, create_repo: bool) -> Result<()> {
+    pub fn commit_blob(
+        &self,
+        repo: &str,
+        digest: &str,
+        size: u64,
+        create_repo: bool,
+    ) -> Result<()> {
         let txn = self.write()?;
         {
             ensure_repo_in(&txn, repo, create_repo)?;
@@ -536,7 +546,10 @@ impl Meta {
         let txn = self.write()?;
         let removed = {
             let mut links = txn.open_table(LINKS).map_err(db)?;
-            let r = links.remove(key2(repo, digest).as_str()).map_err(db)?.is_some();
+            let r = links
+                .remove(key2(repo, digest).as_str())
+                .map_err(db)?
+                .is_some();
             r
         };
         txn.commit().map_err(db)?;
@@ -619,7 +632,11 @@ impl Meta {
 
     // ---- manifests and tags -------------------------------------------------------------------
 
-    pub fn get_manifest(&self, repo: &str, digest: &str) -> Result<Option<(ManifestRecord, Vec<u8>)>> {
+    pub fn get_manifest(
+        &self,
+        repo: &str,
+        digest: &str,
+    ) -> Result<Option<(ManifestRecord, Vec<u8>)>> {
         let txn = self.read()?;
         let t = txn.open_table(MANIFESTS).map_err(db)?;
         let rec: ManifestRecord = match t.get(key2(repo, digest).as_str()).map_err(db)? {
@@ -635,7 +652,9 @@ impl Meta {
 
     pub fn resolve_tag(&self, repo: &str, tag: &str) -> Result<Option<String>> {
         let t = self.read()?.open_table(TAGS).map_err(db)?;
-        Ok(t.get(key2(repo, tag).as_str()).map_err(db)?.map(|v| v.value().to_string()))
+        Ok(t.get(key2(repo, tag).as_str())
+            .map_err(db)?
+            .map(|v| v.value().to_string()))
     }
 
     /// Stores a manifest (and optionally points `tag` at it) in one transaction, after checking
@@ -676,7 +695,10 @@ impl Meta {
             if let Some(tag) = tag {
                 let mut tags = txn.open_table(TAGS).map_err(db)?;
                 let k = key2(repo, tag);
-                let prev = tags.get(k.as_str()).map_err(db)?.map(|v| v.value().to_string());
+                let prev = tags
+                    .get(k.as_str())
+                    .map_err(db)?
+                    .map(|v| v.value().to_string());
                 if let Some(p) = &prev {
                     if p != digest && repo_rec.tag_is_immutable(tag) {
                         return Err(MetaError::TagImmutable {
@@ -695,17 +717,23 @@ impl Meta {
                 None => None,
             };
             if existing.is_none() {
-                manifests.insert(mk.as_str(), enc(rec)?.as_slice()).map_err(db)?;
+                manifests
+                    .insert(mk.as_str(), enc(rec)?.as_slice())
+                    .map_err(db)?;
                 let mut bodies = txn.open_table(BODIES).map_err(db)?;
                 bodies.insert(digest, body).map_err(db)?;
                 let mut refs = txn.open_table(REFS).map_err(db)?;
-                refs.insert(key3(digest, repo, digest).as_str(), ()).map_err(db)?;
+                refs.insert(key3(digest, repo, digest).as_str(), ())
+                    .map_err(db)?;
                 for b in rec.blobs.iter().chain(rec.children.iter()) {
-                    refs.insert(key3(b, repo, digest).as_str(), ()).map_err(db)?;
+                    refs.insert(key3(b, repo, digest).as_str(), ())
+                        .map_err(db)?;
                 }
                 if let Some(s) = &rec.subject {
                     let mut referrers = txn.open_table(REFERRERS).map_err(db)?;
-                    referrers.insert(key3(repo, s, digest).as_str(), ()).map_err(db)?;
+                    referrers
+                        .insert(key3(repo, s, digest).as_str(), ())
+                        .map_err(db)?;
                 }
             }
         }
@@ -734,7 +762,12 @@ impl Meta {
     }
 
     /// Tags of a repository in lexical order after `last`, at most `n` (plus whether more exist).
-    pub fn list_tags(&self, repo: &str, last: Option<&str>, n: usize) -> Result<(Vec<String>, bool)> {
+    pub fn list_tags(
+        &self,
+        repo: &str,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<(Vec<String>, bool)> {
         let t = self.read()?.open_table(TAGS).map_err(db)?;
         let prefix = key2(repo, "");
         let start = match last {
@@ -743,7 +776,10 @@ impl Meta {
         };
         let mut out = Vec::new();
         let range = t
-            .range::<&str>((start.as_ref().map(String::as_str), std::ops::Bound::Unbounded))
+            .range::<&str>((
+                start.as_ref().map(String::as_str),
+                std::ops::Bound::Unbounded,
+            ))
             .map_err(db)?;
         for item in range {
             let (k, _) = item.map_err(db)?;
@@ -915,20 +951,27 @@ pub(crate) fn ensure_repo_in(
     Ok(None)
 }
 
-pub(crate) fn delete_manifest_in(txn: &redb::WriteTransaction, repo: &str, digest: &str) -> Result<Vec<String>> {
+pub(crate) fn delete_manifest_in(
+    txn: &redb::WriteTransaction,
+    repo: &str,
+    digest: &str,
+) -> Result<Vec<String>> {
     let mut manifests = txn.open_table(MANIFESTS).map_err(db)?;
     let rec: ManifestRecord = match manifests.remove(key2(repo, digest).as_str()).map_err(db)? {
         Some(v) => dec(v.value())?,
         None => return Err(MetaError::ManifestNotFound(digest.to_string())),
     };
     let mut refs = txn.open_table(REFS).map_err(db)?;
-    refs.remove(key3(digest, repo, digest).as_str()).map_err(db)?;
+    refs.remove(key3(digest, repo, digest).as_str())
+        .map_err(db)?;
     for b in rec.blobs.iter().chain(rec.children.iter()) {
         refs.remove(key3(b, repo, digest).as_str()).map_err(db)?;
     }
     if let Some(s) = &rec.subject {
         let mut referrers = txn.open_table(REFERRERS).map_err(db)?;
-        referrers.remove(key3(repo, s, digest).as_str()).map_err(db)?;
+        referrers
+            .remove(key3(repo, s, digest).as_str())
+            .map_err(db)?;
     }
     if !has_prefix(&refs, &key2(digest, ""))? {
         let mut bodies = txn.open_table(BODIES).map_err(db)?;
@@ -985,13 +1028,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = Meta::open(&dir.path().join("meta.redb")).unwrap();
         // unknown blob -> refused
-        let err = m.put_manifest("a", "sha256:m1", &rec(&["sha256:b1"]), b"{}", Some("t"), true);
+        let err = m.put_manifest(
+            "a",
+            "sha256:m1",
+            &rec(&["sha256:b1"]),
+            b"{}",
+            Some("t"),
+            true,
+        );
         assert!(matches!(err, Err(MetaError::BlobUnknown(_))));
-        assert!(m.get_repo("a").unwrap().is_none(), "failed push must not create the repo");
+        assert!(
+            m.get_repo("a").unwrap().is_none(),
+            "failed push must not create the repo"
+        );
         m.commit_blob("a", "sha256:b1", 5, true).unwrap();
-        m.put_manifest("a", "sha256:m1", &rec(&["sha256:b1"]), b"{}", Some("t"), true)
-            .unwrap();
-        assert_eq!(m.resolve_tag("a", "t").unwrap().as_deref(), Some("sha256:m1"));
+        m.put_manifest(
+            "a",
+            "sha256:m1",
+            &rec(&["sha256:b1"]),
+            b"{}",
+            Some("t"),
+            true,
+        )
+        .unwrap();
+        assert_eq!(
+            m.resolve_tag("a", "t").unwrap().as_deref(),
+            Some("sha256:m1")
+        );
         assert!(m.is_referenced("sha256:b1").unwrap());
         // referenced blob survives a sweep with a cutoff in the future
         let s = m.sweep_blobs(u64::MAX, |_| None, false).unwrap();
@@ -1000,7 +1063,9 @@ mod tests {
         assert_eq!(removed, vec!["t".to_string()]);
         assert!(m.get_manifest("a", "sha256:m1").unwrap().is_none());
         // touched recently -> kept
-        let s = m.sweep_blobs(now_ms(), |_| Some(u64::MAX - 1), false).unwrap();
+        let s = m
+            .sweep_blobs(now_ms(), |_| Some(u64::MAX - 1), false)
+            .unwrap();
         assert!(s.digests.is_empty());
         let s = m.sweep_blobs(u64::MAX, |_| None, false).unwrap();
         assert_eq!(s.digests, vec!["sha256:b1".to_string()]);
@@ -1018,20 +1083,29 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        for (d, t) in [("sha256:1", "v1"), ("sha256:2", "latest"), ("sha256:3", "latest")] {
-            m.put_manifest("r", d, &rec(&[]), b"{}", Some(t), false).unwrap();
+        for (d, t) in [
+            ("sha256:1", "v1"),
+            ("sha256:2", "latest"),
+            ("sha256:3", "latest"),
+        ] {
+            m.put_manifest("r", d, &rec(&[]), b"{}", Some(t), false)
+                .unwrap();
         }
         let err = m.put_manifest("r", "sha256:4", &rec(&[]), b"{}", Some("v1"), false);
         assert!(matches!(err, Err(MetaError::TagImmutable { .. })));
         // same digest again is fine
-        m.put_manifest("r", "sha256:1", &rec(&[]), b"{}", Some("v1"), false).unwrap();
+        m.put_manifest("r", "sha256:1", &rec(&[]), b"{}", Some("v1"), false)
+            .unwrap();
         let (tags, more) = m.list_tags("r", None, 1).unwrap();
         assert_eq!(tags, vec!["latest".to_string()]);
         assert!(more);
         let (tags, more) = m.list_tags("r", Some("latest"), 5).unwrap();
         assert_eq!(tags, vec!["v1".to_string()]);
         assert!(!more);
-        assert!(matches!(m.delete_repo("r", false), Err(MetaError::RepoNotEmpty(_))));
+        assert!(matches!(
+            m.delete_repo("r", false),
+            Err(MetaError::RepoNotEmpty(_))
+        ));
         let (_, n) = m.delete_repo("r", true).unwrap();
         assert_eq!(n, 3);
         assert!(m.list_tags("r", None, 10).unwrap().0.is_empty());
