@@ -514,35 +514,7 @@ async fn put_manifest(reg: &Reg, repo: &str, reference: &Reference, req: Request
         }
         Reference::Tag(t) => (Digest::sha256_of(&body), Some(t.as_str().to_string())),
     };
-    let mut blobs: Vec<String> = Vec::new();
-    let mut content_size = 0u64;
-    for d in parsed.blob_references() {
-        let s = d.digest.to_string();
-        if !blobs.contains(&s) {
-            blobs.push(s);
-        }
-        content_size += d.size;
-    }
-    let mut children: Vec<String> = Vec::new();
-    for d in parsed.manifest_references() {
-        let s = d.digest.to_string();
-        if !children.contains(&s) {
-            children.push(s);
-        }
-        content_size += d.size;
-    }
-    let rec = ManifestRecord {
-        media_type: parsed.media_type.clone(),
-        size: body.len() as u64,
-        pushed_at: now_ms(),
-        artifact_type: parsed.effective_artifact_type().map(str::to_string),
-        config_media_type: parsed.config.as_ref().map(|c| c.media_type.clone()),
-        subject: parsed.subject.as_ref().map(|s| s.digest.to_string()),
-        content_size,
-        blobs,
-        children,
-        annotations: parsed.annotations.clone(),
-    };
+    let rec = ManifestRecord::from_parsed(&parsed, body.len());
     let subject = rec.subject.clone();
     let (r, n, d) = (reg.clone(), repo.to_string(), digest.to_string());
     let create = reg.cfg.auto_create_repos;

@@ -156,6 +156,14 @@ impl From<MetaError> for ApiError {
             MetaError::ManifestNotFound(d) => {
                 ApiError::new(Code::ManifestUnknown, format!("manifest unknown: {d}"))
             }
+            MetaError::ManifestReferenced { digest, by } => ApiError::new(
+                Code::Denied,
+                format!(
+                    "manifest {digest} is referenced by index {}; delete the index first",
+                    by.join(", ")
+                ),
+            )
+            .status(StatusCode::CONFLICT),
             MetaError::BlobUnknown(d) => ApiError::new(
                 Code::ManifestBlobUnknown,
                 format!("manifest references a blob unknown to the repository: {d}"),

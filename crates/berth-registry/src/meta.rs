@@ -59,6 +59,8 @@ pub enum MetaError {
     ManifestRefUnknown(String),
     #[error("tag {tag} already exists in repository {repo}, which has immutable tags")]
     TagImmutable { repo: String, tag: String },
+    #[error("manifest {digest} is referenced by {by:?}")]
+    ManifestReferenced { digest: String, by: Vec<String> },
     #[error("user {0} not found")]
     UserNotFound(String),
 }
@@ -213,6 +215,41 @@ pub struct ManifestRecord {
     pub children: Vec<String>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+}
+
+impl ManifestRecord {
+    /// The record of a validated manifest of `size` bytes, pushed now.
+    pub fn from_parsed(parsed: &berth_oci::ParsedManifest, size: usize) -> ManifestRecord {
+        let mut blobs: Vec<String> = Vec::new();
+        let mut content_size = 0u64;
+        for d in parsed.blob_references() {
+            let s = d.digest.to_string();
+            if !blobs.contains(&s) {
+                blobs.push(s);
+            }
+            content_size = content_size.saturating_add(d.size);
+        }
+        let mut children: Vec<String> = Vec::new();
+        for d in parsed.manifest_references() {
+            let s = d.digest.to_string();
+            if !children.contains(&s) {
+                children.push(s);
+            }
+            content_size = content_size.saturating_add(d.size);
+        }
+        ManifestRecord {
+            media_type: parsed.media_type.clone(),
+            size: size as u64,
+            pushed_at: now_ms(),
+            artifact_type: parsed.effective_artifact_type().map(str::to_string),
+            config_media_type: parsed.config.as_ref().map(|c| c.media_type.clone()),
+            subject: parsed.subject.as_ref().map(|s| s.digest.to_string()),
+            content_size,
+            blobs,
+            children,
+            annotations: parsed.annotations.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -741,9 +778,24 @@ impl Meta {
         Ok(outcome)
     }
 
-    /// Deletes a manifest and every tag pointing at it. Returns the removed tags.
+    /// Deletes a manifest and every tag pointing at it. Returns the removed tags. Refuses
+    /// while an index in the repository still references it (as ECR does), so no index is
+    /// left pointing at a missing child.
     pub fn delete_manifest(&self, repo: &str, digest: &str) -> Result<Vec<String>> {
         let txn = self.write()?;
+        {
+            let refs = txn.open_table(REFS).map_err(db)?;
+            let parents: Vec<String> = scan_prefix(&refs, &key3(digest, repo, ""))?
+                .into_iter()
+                .filter(|d| d != digest)
+                .collect();
+            if !parents.is_empty() {
+                return Err(MetaError::ManifestReferenced {
+                    digest: digest.to_string(),
+                    by: parents,
+                });
+            }
+        }
         let tags = delete_manifest_in(&txn, repo, digest)?;
         txn.commit().map_err(db)?;
         Ok(tags)
@@ -1109,5 +1161,25 @@ mod tests {
         let (_, n) = m.delete_repo("r", true).unwrap();
         assert_eq!(n, 3);
         assert!(m.list_tags("r", None, 10).unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn index_children_cannot_be_deleted_under_their_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Meta::open(&dir.path().join("meta.redb")).unwrap();
+        m.put_manifest("r", "sha256:child", &rec(&[]), b"{}", None, true)
+            .unwrap();
+        let mut index = rec(&[]);
+        index.children = vec!["sha256:child".into()];
+        m.put_manifest("r", "sha256:index", &index, b"{}", Some("multi"), true)
+            .unwrap();
+        assert!(matches!(
+            m.delete_manifest("r", "sha256:child"),
+            Err(MetaError::ManifestReferenced { .. })
+        ));
+        assert!(m.get_manifest("r", "sha256:child").unwrap().is_some());
+        m.delete_manifest("r", "sha256:index").unwrap();
+        m.delete_manifest("r", "sha256:child").unwrap();
+        assert!(m.get_manifest("r", "sha256:child").unwrap().is_none());
     }
 }

@@ -1,7 +1,7 @@
 //! Images: ListImages, DescribeImages, BatchGetImage, BatchDeleteImage, PutImage.
 
 use berth_aws::AwsError;
-use berth_oci::{Digest, ManifestError, ParsedManifest};
+use berth_oci::{Digest, ManifestError};
 use serde_json::{json, Map, Value};
 
 use super::input::{
@@ -10,7 +10,7 @@ use super::input::{
 };
 use super::store::{DeleteOutcome, DeleteTarget};
 use super::{timestamp, Env};
-use crate::meta::{now_ms, Image, ManifestRecord, MetaError};
+use crate::meta::{Image, ManifestRecord, MetaError};
 
 /// The repository name of a request, validated.
 fn repo_param(env: &Env, input: &Input<'_>) -> Result<String, AwsError> {
@@ -351,39 +351,6 @@ pub(super) async fn batch_delete(env: &Env, input: &Input<'_>) -> Result<Value, 
     Ok(json!({ "imageIds": deleted, "failures": failures }))
 }
 
-/// The store record of a validated manifest (as the distribution API builds it).
-fn manifest_record(parsed: &ParsedManifest, size: usize) -> ManifestRecord {
-    let mut blobs: Vec<String> = Vec::new();
-    let mut content_size = 0u64;
-    for d in parsed.blob_references() {
-        let s = d.digest.to_string();
-        if !blobs.contains(&s) {
-            blobs.push(s);
-        }
-        content_size = content_size.saturating_add(d.size);
-    }
-    let mut children: Vec<String> = Vec::new();
-    for d in parsed.manifest_references() {
-        let s = d.digest.to_string();
-        if !children.contains(&s) {
-            children.push(s);
-        }
-        content_size = content_size.saturating_add(d.size);
-    }
-    ManifestRecord {
-        media_type: parsed.media_type.clone(),
-        size: size as u64,
-        pushed_at: now_ms(),
-        artifact_type: parsed.effective_artifact_type().map(str::to_string),
-        config_media_type: parsed.config.as_ref().map(|c| c.media_type.clone()),
-        subject: parsed.subject.as_ref().map(|s| s.digest.to_string()),
-        content_size,
-        blobs,
-        children,
-        annotations: parsed.annotations.clone(),
-    }
-}
-
 pub(super) async fn put(env: &Env, input: &Input<'_>) -> Result<Value, AwsError> {
     let repo = repo_param(env, input)?;
     let manifest = input.required_str("imageManifest")?;
@@ -446,7 +413,7 @@ pub(super) async fn put(env: &Env, input: &Input<'_>) -> Result<Value, AwsError>
         None => Digest::sha256_of(&body),
     }
     .to_string();
-    let rec = manifest_record(&parsed, body.len());
+    let rec = ManifestRecord::from_parsed(&parsed, body.len());
 
     let (n, d, t) = (repo.clone(), digest.clone(), tag.clone());
     let account = env.account.clone();
