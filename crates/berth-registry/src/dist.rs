@@ -694,6 +694,8 @@ impl Sink {
         if let Err(e) = self.file.write_all(&data) {
             return (self, Err(e));
         }
+        // Queue this block for writeback now, so the fsync before the 201 has little left.
+        crate::storage::start_writeback(&self.file, self.written, data.len() as u64);
         if let Some(h) = self.hasher.as_mut() {
             h.update(&data);
         }

@@ -164,6 +164,22 @@ pub async fn hash_file(path: &Path, alg: Algorithm) -> Result<(Digest, u64)> {
     Ok((h.finalize(), n))
 }
 
+/// Starts writeback of `len` bytes at `offset` without waiting for it (`sync_file_range` with
+/// `SYNC_FILE_RANGE_WRITE`). Purely an optimisation: durability still comes from the fsync
+/// before a blob is installed, which then has little left to flush. Errors are ignored.
+#[allow(unsafe_code)]
+pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: sync_file_range takes only integers; the descriptor belongs to `file`, which is
+    // borrowed for the duration of the call, and the call touches no memory of ours.
+    let _ = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
+}
+
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     let f = std::fs::File::open(dir).map_err(io_err(dir))?;
     f.sync_all().map_err(io_err(dir))
