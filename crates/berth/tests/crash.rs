@@ -21,14 +21,23 @@ fn random_image(repo: &str, tag: &str) -> HttpImage {
 
 /// What a GET of an incomplete push's tag may show: nothing (404 MANIFEST_UNKNOWN, or
 /// NAME_UNKNOWN when not even the repository was created), or the whole image.
-async fn check_incomplete(c: &reqwest::Client, base: &str, img: &HttpImage) -> Result<&'static str, String> {
+async fn check_incomplete(
+    c: &reqwest::Client,
+    base: &str,
+    img: &HttpImage,
+) -> Result<&'static str, String> {
     let url = format!("{base}/v2/{}/manifests/{}", img.repo, img.tag);
-    let (status, _, body) = get(c, &url, Some(ACCEPT_ALL)).await.map_err(|e| format!("GET {url}: {e}"))?;
+    let (status, _, body) = get(c, &url, Some(ACCEPT_ALL))
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
     let state = match status {
         404 => {
             let code = error_code(&body);
             if code != "MANIFEST_UNKNOWN" && code != "NAME_UNKNOWN" {
-                return Err(format!("GET {url}: 404 with code {code:?}: {}", String::from_utf8_lossy(&body)));
+                return Err(format!(
+                    "GET {url}: 404 with code {code:?}: {}",
+                    String::from_utf8_lossy(&body)
+                ));
             }
             "absent"
         }
@@ -38,15 +47,43 @@ async fn check_incomplete(c: &reqwest::Client, base: &str, img: &HttpImage) -> R
         }
         s => return Err(format!("GET {url}: {s} {}", String::from_utf8_lossy(&body))),
     };
+    // The tag list agrees with the manifest.
+    let url = format!("{base}/v2/{}/tags/list", img.repo);
+    let (status, _, body) = get(c, &url, None)
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    let tags = match status {
+        200 => serde_json::from_slice::<serde_json::Value>(&body)
+            .map_err(|e| format!("GET {url}: {e}"))?["tags"]
+            .clone(),
+        404 => serde_json::json!([]),
+        s => return Err(format!("GET {url}: {s}")),
+    };
+    let listed = tags
+        .as_array()
+        .is_some_and(|t| t.iter().any(|t| t == img.tag.as_str()));
+    if listed != (state == "complete") {
+        return Err(format!(
+            "GET {url}: tags {tags} but the manifest is {state}"
+        ));
+    }
     // Each blob is either unknown or whole.
     for b in img.blobs() {
         let d = sha256_digest(b);
         let url = format!("{base}/v2/{}/blobs/{d}", img.repo);
-        let (status, _, body) = get(c, &url, None).await.map_err(|e| format!("GET {url}: {e}"))?;
+        let (status, _, body) = get(c, &url, None)
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
         match status {
             404 => {}
             200 if body == *b => {}
-            200 => return Err(format!("GET {url}: half-written blob visible ({} of {} bytes)", body.len(), b.len())),
+            200 => {
+                return Err(format!(
+                    "GET {url}: half-written blob visible ({} of {} bytes)",
+                    body.len(),
+                    b.len()
+                ))
+            }
             s => return Err(format!("GET {url}: {s}")),
         }
     }
@@ -59,7 +96,9 @@ async fn kill9_during_concurrent_pushes() {
     let data = dir.path().join("data");
     // No scheduled GC: only the explicit one below.
     let mut srv = Server::registry(&data, &["--gc-interval", "0"]);
-    let images: Vec<HttpImage> = (0..PUSHES).map(|i| random_image(&format!("crash/img{i}"), "v1")).collect();
+    let images: Vec<HttpImage> = (0..PUSHES)
+        .map(|i| random_image(&format!("crash/img{i}"), "v1"))
+        .collect();
     let total: usize = images.iter().flat_map(HttpImage::blobs).map(Vec::len).sum();
     eprintln!("pushing {PUSHES} images, {} MiB in all", total / MIB);
 
@@ -69,7 +108,8 @@ async fn kill9_during_concurrent_pushes() {
     let results: Arc<Mutex<Vec<Option<String>>>> = Arc::new(Mutex::new(vec![None; PUSHES]));
     let mut tasks = Vec::new();
     for (i, img) in images.iter().cloned().enumerate() {
-        let (base, done, tx, results) = (srv.url.clone(), done.clone(), tx.clone(), results.clone());
+        let (base, done, tx, results) =
+            (srv.url.clone(), done.clone(), tx.clone(), results.clone());
         tasks.push(tokio::spawn(async move {
             let c = http_client();
             match push_http(&c, &base, &img, false).await {
@@ -86,8 +126,19 @@ async fn kill9_during_concurrent_pushes() {
     drop(tx);
 
     // Kill as soon as half the pushes have their 201.
-    let reached = tokio::time::timeout(std::time::Duration::from_secs(60), rx.wait_for(|n| *n >= KILL_AFTER)).await;
-    assert!(matches!(reached, Ok(Ok(_))), "only {} pushes completed before the deadline", done.load(Ordering::SeqCst));
+    // (`wait_for` returns a guard holding the watch's read lock; drop it at once, or the
+    // pushers' `send` blocks on it.)
+    let reached = tokio::time::timeout(
+        std::time::Duration::from_secs(120),
+        rx.wait_for(|n| *n >= KILL_AFTER),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    assert!(
+        reached,
+        "only {} pushes completed before the deadline",
+        done.load(Ordering::SeqCst)
+    );
     srv.kill9();
     let at_kill = done.load(Ordering::SeqCst);
 
@@ -105,7 +156,10 @@ async fn kill9_during_concurrent_pushes() {
         failed.len()
     );
     for (i, e) in &failed {
-        eprintln!("  push {i} cut off: {}", e.chars().take(160).collect::<String>());
+        eprintln!(
+            "  push {i} cut off: {}",
+            e.chars().take(160).collect::<String>()
+        );
     }
     for (i, e) in &failed {
         assert!(
@@ -120,11 +174,17 @@ async fn kill9_during_concurrent_pushes() {
     for &i in &completed {
         let img = &images[i];
         let digest = results[i].as_deref().expect("digest");
-        assert_eq!(digest, img.manifest_digest(), "push {i}: 201 with the wrong Docker-Content-Digest");
+        assert_eq!(
+            digest,
+            img.manifest_digest(),
+            "push {i}: 201 with the wrong Docker-Content-Digest"
+        );
         if let Err(e) = verify_http(&c, &srv.url, img, "v1", Some(digest)).await {
             panic!("push {i} was acknowledged (201) but is not intact after kill -9: {e}");
         }
-        verify_http(&c, &srv.url, img, digest, Some(digest)).await.expect("by digest");
+        verify_http(&c, &srv.url, img, digest, Some(digest))
+            .await
+            .expect("by digest");
     }
     let mut intact_incomplete = Vec::new();
     for (i, _) in &failed {
@@ -134,7 +194,11 @@ async fn kill9_during_concurrent_pushes() {
             Err(e) => panic!("push {i} (cut off by the kill) left something half-written: {e}"),
         }
     }
-    eprintln!("{} cut-off pushes turned out complete, {} absent", intact_incomplete.len(), failed.len() - intact_incomplete.len());
+    eprintln!(
+        "{} cut-off pushes turned out complete, {} absent",
+        intact_incomplete.len(),
+        failed.len() - intact_incomplete.len()
+    );
 
     // The server keeps serving pushes, including into the repositories of cut-off pushes.
     let mut fresh = Vec::new();
@@ -143,21 +207,29 @@ async fn kill9_during_concurrent_pushes() {
     }
     fresh.push(random_image("crash/fresh", "v1"));
     for img in &fresh {
-        let d = push_http(&c, &srv.url, img, true).await.unwrap_or_else(|e| panic!("push after restart: {e}"));
+        let d = push_http(&c, &srv.url, img, true)
+            .await
+            .unwrap_or_else(|e| panic!("push after restart: {e}"));
         assert_eq!(d, img.manifest_digest());
-        verify_http(&c, &srv.url, img, &img.tag, Some(&d)).await.expect("fresh push intact");
+        verify_http(&c, &srv.url, img, &img.tag, Some(&d))
+            .await
+            .expect("fresh push intact");
     }
     // Retrying a cut-off push completes it.
     if let Some((i, _)) = failed.first() {
         let img = &images[*i];
-        let d = push_http(&c, &srv.url, img, true).await.unwrap_or_else(|e| panic!("retrying push {i}: {e}"));
-        verify_http(&c, &srv.url, img, "v1", Some(&d)).await.expect("retried push intact");
+        let d = push_http(&c, &srv.url, img, true)
+            .await
+            .unwrap_or_else(|e| panic!("retrying push {i}: {e}"));
+        verify_http(&c, &srv.url, img, "v1", Some(&d))
+            .await
+            .expect("retried push intact");
         intact_incomplete.push(*i);
     }
 
     // GC with no grace keeps every intact image, and removes the leftovers of cut-off pushes.
     let report = gc(&srv, 0);
-    eprintln!("gc after restart: {report}");
+    eprintln!("gc after restart: {}", summary(&report));
     let intact: Vec<&HttpImage> = completed
         .iter()
         .chain(intact_incomplete.iter())
@@ -165,12 +237,19 @@ async fn kill9_during_concurrent_pushes() {
         .chain(fresh.iter())
         .collect();
     for img in &intact {
-        if let Err(e) = verify_http(&c, &srv.url, img, &img.tag, Some(&img.manifest_digest())).await {
-            panic!("gc --grace 0 after the crash damaged {}:{}: {e}", img.repo, img.tag);
+        if let Err(e) = verify_http(&c, &srv.url, img, &img.tag, Some(&img.manifest_digest())).await
+        {
+            panic!(
+                "gc --grace 0 after the crash damaged {}:{}: {e}",
+                img.repo, img.tag
+            );
         }
     }
-    let kept: std::collections::HashSet<String> =
-        intact.iter().flat_map(|i| i.blobs()).map(|b| sha256_digest(b)).collect();
+    let kept: std::collections::HashSet<String> = intact
+        .iter()
+        .flat_map(|i| i.blobs())
+        .map(|b| sha256_digest(b))
+        .collect();
     for (i, _) in &failed {
         let img = &images[*i];
         if intact_incomplete.contains(i) {
@@ -181,8 +260,113 @@ async fn kill9_during_concurrent_pushes() {
             if kept.contains(&d) {
                 continue;
             }
-            let (status, _, _) = get(&c, &format!("{}/v2/{}/blobs/{d}", srv.url, img.repo), None).await.expect("GET blob");
-            assert_eq!(status, 404, "unreferenced blob {d} of cut-off push {i} survived gc --grace 0");
+            let (status, _, _) = get(&c, &format!("{}/v2/{}/blobs/{d}", srv.url, img.repo), None)
+                .await
+                .expect("GET blob");
+            assert_eq!(
+                status, 404,
+                "unreferenced blob {d} of cut-off push {i} survived gc --grace 0"
+            );
         }
     }
+}
+
+/// An upload session survives `kill -9`: after the restart the client asks where it is,
+/// continues from there, and the blob is exactly what was sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_session_resumes_after_kill9() {
+    use rand::RngCore;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut srv = Server::registry(&data, &["--gc-interval", "0"]);
+    let c = http_client();
+    let mut blob = vec![0u8; 3 * MIB + 4321];
+    rand::thread_rng().fill_bytes(&mut blob);
+    let digest = sha256_digest(&blob);
+    let first = 2 * MIB;
+
+    let r = c
+        .post(format!("{}/v2/resume/app/blobs/uploads/", srv.url))
+        .basic_auth(AKID, Some(SECRET))
+        .header("content-length", "0")
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(r.status().as_u16(), 202);
+    let loc = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .expect("Location")
+        .to_string();
+    // The path part: the restarted server listens on another port.
+    let path = match loc.find("/v2/") {
+        Some(i) => loc[i..].to_string(),
+        None => panic!("Location {loc:?}"),
+    };
+    let r = c
+        .patch(format!("{}{path}", srv.url))
+        .basic_auth(AKID, Some(SECRET))
+        .header("content-type", "application/octet-stream")
+        .header("content-range", format!("0-{}", first - 1))
+        .body(blob[..first].to_vec())
+        .send()
+        .await
+        .expect("PATCH");
+    assert_eq!(r.status().as_u16(), 202);
+    assert_eq!(
+        r.headers().get("range").and_then(|v| v.to_str().ok()),
+        Some(format!("0-{}", first - 1).as_str())
+    );
+
+    srv.kill9();
+    let srv = Server::registry(&data, &["--gc-interval", "0"]);
+
+    let url = |p: &str| format!("{}{p}", srv.url);
+    let r = c
+        .get(url(&path))
+        .basic_auth(AKID, Some(SECRET))
+        .send()
+        .await
+        .expect("GET upload status");
+    assert_eq!(r.status().as_u16(), 204, "upload session lost by kill -9");
+    assert_eq!(
+        r.headers().get("range").and_then(|v| v.to_str().ok()),
+        Some(format!("0-{}", first - 1).as_str()),
+        "upload offset after restart"
+    );
+    // Out of order is refused and changes nothing.
+    let r = c
+        .patch(url(&path))
+        .basic_auth(AKID, Some(SECRET))
+        .header("content-range", format!("{}-{}", first + 10, first + 19))
+        .body(vec![0u8; 10])
+        .send()
+        .await
+        .expect("PATCH out of order");
+    assert_eq!(r.status().as_u16(), 416);
+    let r = c
+        .patch(url(&path))
+        .basic_auth(AKID, Some(SECRET))
+        .header("content-type", "application/octet-stream")
+        .header("content-range", format!("{first}-{}", blob.len() - 1))
+        .body(blob[first..].to_vec())
+        .send()
+        .await
+        .expect("PATCH rest");
+    assert_eq!(r.status().as_u16(), 202);
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let r = c
+        .put(url(&format!("{path}{sep}digest={digest}")))
+        .basic_auth(AKID, Some(SECRET))
+        .header("content-length", "0")
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(r.status().as_u16(), 201, "{:?}", r.text().await);
+    let (status, _, body) = get(&c, &url(&format!("/v2/resume/app/blobs/{digest}")), None)
+        .await
+        .expect("GET blob");
+    assert_eq!(status, 200);
+    assert!(body == blob, "resumed blob differs");
 }

@@ -6,25 +6,52 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-/// Runs tests/e2e/oras_artifacts.py against `srv` with the given oras-py auth backend and
-/// returns its JSON summary (the last stdout line).
-fn run_script(py: &std::path::Path, srv: &Server, dir: &std::path::Path, repo: &str, auth: &str) -> Value {
-    let work = dir.join(format!("oras-{auth}"));
+/// Runs tests/e2e/oras_artifacts.py against `srv` with the given oras-py auth backends (for
+/// pushes and for pulls) and returns its JSON summary (the last stdout line).
+fn run_script(
+    py: &std::path::Path,
+    srv: &Server,
+    dir: &std::path::Path,
+    repo: &str,
+    push_auth: &str,
+    pull_auth: &str,
+) -> Value {
+    let work = dir.join(format!("oras-{push_auth}-{pull_auth}"));
     std::fs::create_dir_all(&work).expect("workdir");
     let mut cmd = std::process::Command::new(py);
     cmd.arg(e2e_script("oras_artifacts.py"))
-        .args(["--registry", &srv.addr, "--user", AKID, "--password", SECRET, "--repo", repo, "--auth", auth])
+        .args([
+            "--registry",
+            &srv.addr,
+            "--user",
+            AKID,
+            "--password",
+            SECRET,
+            "--repo",
+            repo,
+        ])
+        .args(["--push-auth", push_auth, "--pull-auth", pull_auth])
         .arg("--workdir")
         .arg(&work)
         // No ~/.docker/config.json of the host.
         .env("HOME", &work)
         .env("DOCKER_CONFIG", work.join(".docker"));
     let out = run_ok(&mut cmd);
-    let last = out.lines().rev().find(|l| l.starts_with('{')).unwrap_or_else(|| panic!("no JSON from the script:\n{out}"));
+    let last = out
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON from the script:\n{out}"));
     json(last)
 }
 
-async fn referrers(c: &reqwest::Client, srv: &Server, repo: &str, digest: &str, filter: Option<&str>) -> (reqwest::header::HeaderMap, Value) {
+async fn referrers(
+    c: &reqwest::Client,
+    srv: &Server,
+    repo: &str,
+    digest: &str,
+    filter: Option<&str>,
+) -> (reqwest::header::HeaderMap, Value) {
     let mut url = format!("{}/v2/{repo}/referrers/{digest}", srv.url);
     if let Some(f) = filter {
         url.push_str(&format!("?artifactType={f}"));
@@ -79,7 +106,11 @@ fn check_referrers(srv: &Server, repo: &str, r: &Value) {
         // Filtered by artifactType.
         let sbom_type = r["sbom_type"].as_str().expect("type");
         let (h, only) = referrers(&c, srv, repo, subject, Some(sbom_type)).await;
-        assert_eq!(digests(&only), vec![sbom.to_string()], "filtered referrers: {only}");
+        assert_eq!(
+            digests(&only),
+            vec![sbom.to_string()],
+            "filtered referrers: {only}"
+        );
         assert_eq!(
             h.get("oci-filters-applied").and_then(|v| v.to_str().ok()),
             Some("artifactType"),
@@ -104,24 +135,30 @@ fn check_referrers(srv: &Server, repo: &str, r: &Value) {
             .expect("DELETE");
         assert_eq!(resp.status().as_u16(), 202);
         let (_, after) = referrers(&c, srv, repo, subject, None).await;
-        assert_eq!(digests(&after), vec![sbom.to_string()], "after deleting {sig}: {after}");
+        assert_eq!(
+            digests(&after),
+            vec![sbom.to_string()],
+            "after deleting {sig}: {after}"
+        );
     });
 }
 
+/// Pushes with oras-py's basic backend, pulls through its token backend (Docker token flow).
 #[test]
 fn oras_artifacts_and_referrers() {
     let py = need!(python(&["oras.client"]));
     let dir = tempfile::tempdir().expect("tempdir");
     let srv = Server::registry(&dir.path().join("data"), &[]);
-    let r = run_script(&py, &srv, dir.path(), "artifacts/demo", "token");
+    let r = run_script(&py, &srv, dir.path(), "artifacts/demo", "basic", "token");
     check_referrers(&srv, "artifacts/demo", &r);
 }
 
+/// Everything with the basic backend, into a second repository of another server.
 #[test]
-fn oras_basic_auth_backend() {
+fn oras_basic_auth_only() {
     let py = need!(python(&["oras.client"]));
     let dir = tempfile::tempdir().expect("tempdir");
     let srv = Server::registry(&dir.path().join("data"), &[]);
-    let r = run_script(&py, &srv, dir.path(), "artifacts/basic", "basic");
+    let r = run_script(&py, &srv, dir.path(), "artifacts/basic", "basic", "basic");
     check_referrers(&srv, "artifacts/basic", &r);
 }

@@ -21,7 +21,9 @@ fn parse_ini(text: &str) -> (String, String) {
             section = s.trim().to_string();
             continue;
         }
-        let (k, v) = line.split_once('=').unwrap_or_else(|| panic!("not INI: {line:?}"));
+        let (k, v) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("not INI: {line:?}"));
         if section == "default" {
             match k.trim() {
                 "aws_access_key_id" => id = Some(v.trim().to_string()),
@@ -62,22 +64,43 @@ fn serve_smoke() {
 
     // Prints where the credentials are.
     let log = srv.log_text();
-    assert!(log.contains(&creds.display().to_string()), "credentials path not printed:\n{log}");
+    assert!(
+        log.contains(&creds.display().to_string()),
+        "credentials path not printed:\n{log}"
+    );
 
-    let mode = std::fs::metadata(&creds).expect("credentials file").permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&creds)
+        .expect("credentials file")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600, "credentials mode {mode:o}");
     let (id, secret) = parse_ini(&std::fs::read_to_string(&creds).expect("reading credentials"));
-    assert!(id.len() >= 16 && id.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()), "access key id {id:?}");
+    assert!(
+        id.len() >= 16
+            && id
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()),
+        "access key id {id:?}"
+    );
     assert!(secret.len() >= 30, "secret too short");
 
     // ECR API on the API port, authenticated by the file.
     let ecr = |args: &[&str], endpoint: &str| -> serde_json::Value {
         let mut cmd = aws_with_file(&aws, &creds, dir.path());
-        cmd.arg("ecr").args(args).args(["--endpoint-url", endpoint, "--output", "json"]);
+        cmd.arg("ecr")
+            .args(args)
+            .args(["--endpoint-url", endpoint, "--output", "json"]);
         json(&run_ok(&mut cmd))
     };
-    let r = ecr(&["create-repository", "--repository-name", "smoke/app"], &api);
-    assert_eq!(r["repository"]["repositoryUri"], format!("{}/smoke/app", srv.addr));
+    let r = ecr(
+        &["create-repository", "--repository-name", "smoke/app"],
+        &api,
+    );
+    assert_eq!(
+        r["repository"]["repositoryUri"],
+        format!("{}/smoke/app", srv.addr)
+    );
     // The same API on the registry port.
     let d = ecr(&["describe-repositories"], &srv.url);
     assert_eq!(d["repositories"][0]["repositoryName"], "smoke/app");
@@ -85,15 +108,29 @@ fn serve_smoke() {
     // Registry on the registry port, with the generated key.
     let c = http_client();
     let status = block_on(async {
-        c.get(format!("{}/v2/", srv.url)).basic_auth(&id, Some(&secret)).send().await.map(|r| r.status().as_u16())
+        c.get(format!("{}/v2/", srv.url))
+            .basic_auth(&id, Some(&secret))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
     })
     .expect("GET /v2/");
     assert_eq!(status, 200);
-    let status = block_on(async { c.get(format!("{}/v2/", srv.url)).send().await.map(|r| r.status().as_u16()) }).expect("GET /v2/");
+    let status = block_on(async {
+        c.get(format!("{}/v2/", srv.url))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    })
+    .expect("GET /v2/");
     assert_eq!(status, 401, "anonymous GET /v2/");
     // The registry is not on the API port.
     let status = block_on(async {
-        c.get(format!("{api}/v2/")).basic_auth(&id, Some(&secret)).send().await.map(|r| r.status().as_u16())
+        c.get(format!("{api}/v2/"))
+            .basic_auth(&id, Some(&secret))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
     })
     .expect("GET api /v2/");
     assert_ne!(status, 200, "the API port serves the registry");
@@ -108,7 +145,16 @@ fn serve_smoke() {
         let authfile = dir.path().join("auth.json");
         let auth = authfile.to_str().expect("utf-8");
         run_with_stdin(
-            &mut sk.cmd(&["login", "--tls-verify=false", "--authfile", auth, "-u", "AWS", "--password-stdin", &srv.addr]),
+            &mut sk.cmd(&[
+                "login",
+                "--tls-verify=false",
+                "--authfile",
+                auth,
+                "-u",
+                "AWS",
+                "--password-stdin",
+                &srv.addr,
+            ]),
             &password,
         );
         let layout = dir.path().join("layout");
@@ -129,7 +175,14 @@ fn serve_smoke() {
     drop(srv);
     let srv = Server::serve(&data, &[]);
     let (id2, secret2) = parse_ini(&std::fs::read_to_string(&creds).expect("reading credentials"));
-    assert_eq!((id2, secret2), (id, secret), "credentials changed across a restart");
-    let r = ecr(&["describe-repositories", "--repository-names", "smoke/app"], srv.api_url.as_deref().expect("api"));
+    assert_eq!(
+        (id2, secret2),
+        (id, secret),
+        "credentials changed across a restart"
+    );
+    let r = ecr(
+        &["describe-repositories", "--repository-names", "smoke/app"],
+        srv.api_url.as_deref().expect("api"),
+    );
     assert_eq!(r["repositories"][0]["repositoryName"], "smoke/app");
 }

@@ -51,11 +51,18 @@ fn big_layer_push_pull() {
     let (config, layers) = verify_dir_image(&out, "manifest.json");
     assert_eq!(config, built.images[0].config);
     assert_eq!(layers, built.images[0].layers);
-    assert_eq!(sha256_file(&out.join("manifest.json")), built.digest, "manifest bytes changed on the way");
+    assert_eq!(
+        sha256_file(&out.join("manifest.json")),
+        built.digest,
+        "manifest bytes changed on the way"
+    );
     let layer_len = std::fs::metadata(out.join(layers[0].trim_start_matches("sha256:")))
         .expect("layer file")
         .len();
-    assert!(layer_len > 64 << 20, "the big layer is only {layer_len} bytes");
+    assert!(
+        layer_len > 64 << 20,
+        "the big layer is only {layer_len} bytes"
+    );
 
     let info = e.sk.inspect(&e.srv.docker_ref("big/app:v1"), false);
     assert_eq!(info["Digest"], built.digest.as_str());
@@ -67,7 +74,11 @@ fn hundred_small_layers() {
     let e = need!(setup());
     let layout = e.path("layout");
     let built = build_image(&e.py, &layout, "many", 100, 3000, &[]);
-    e.sk.push(&e.oci(&layout, "many"), &e.srv.docker_ref("small/layers:many"), &[]);
+    e.sk.push(
+        &e.oci(&layout, "many"),
+        &e.srv.docker_ref("small/layers:many"),
+        &[],
+    );
     let out = e.path("pulled");
     e.sk.pull(&e.srv.docker_ref("small/layers:many"), &dir_ref(&out), &[]);
     let (config, layers) = verify_dir_image(&out, "manifest.json");
@@ -81,9 +92,20 @@ fn hundred_small_layers() {
 fn multi_arch_oci_index() {
     let e = need!(setup());
     let layout = e.path("layout");
-    let built = build_image(&e.py, &layout, "multi", 2, 100_000, &["linux/amd64", "linux/arm64"]);
+    let built = build_image(
+        &e.py,
+        &layout,
+        "multi",
+        2,
+        100_000,
+        &["linux/amd64", "linux/arm64"],
+    );
     assert_eq!(built.media_type, "application/vnd.oci.image.index.v1+json");
-    e.sk.push(&e.oci(&layout, "multi"), &e.srv.docker_ref("multi/app:1"), &["--all"]);
+    e.sk.push(
+        &e.oci(&layout, "multi"),
+        &e.srv.docker_ref("multi/app:1"),
+        &["--all"],
+    );
 
     let raw = e.sk.inspect(&e.srv.docker_ref("multi/app:1"), true);
     assert_eq!(raw["mediaType"], "application/vnd.oci.image.index.v1+json");
@@ -138,9 +160,14 @@ fn multi_arch_oci_index() {
     assert_eq!((config, layers), (arm.config.clone(), arm.layers.clone()));
 
     // And by digest.
-    let by_digest = e.srv.docker_ref(&format!("multi/app@{}", built.images[0].digest));
+    let by_digest = e
+        .srv
+        .docker_ref(&format!("multi/app@{}", built.images[0].digest));
     let raw = e.sk.inspect(&by_digest, true);
-    assert_eq!(raw["mediaType"], "application/vnd.oci.image.manifest.v1+json");
+    assert_eq!(
+        raw["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
 }
 
 #[test]
@@ -148,13 +175,30 @@ fn docker_schema2_manifest_and_list() {
     let e = need!(setup());
     let layout = e.path("layout");
     let single = build_image(&e.py, &layout, "single", 2, 50_000, &[]);
-    let multi = build_image(&e.py, &layout, "multi", 1, 50_000, &["linux/amd64", "linux/arm64"]);
+    let multi = build_image(
+        &e.py,
+        &layout,
+        "multi",
+        1,
+        50_000,
+        &["linux/amd64", "linux/arm64"],
+    );
 
     // Schema 2 manifest.
-    e.sk.push(&e.oci(&layout, "single"), &e.srv.docker_ref("docker/app:s2"), &["--format", "v2s2"]);
+    e.sk.push(
+        &e.oci(&layout, "single"),
+        &e.srv.docker_ref("docker/app:s2"),
+        &["--format", "v2s2"],
+    );
     let raw = e.sk.inspect(&e.srv.docker_ref("docker/app:s2"), true);
-    assert_eq!(raw["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
-    assert_eq!(raw["layers"][0]["mediaType"], "application/vnd.docker.image.rootfs.diff.tar.gzip");
+    assert_eq!(
+        raw["mediaType"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
+    assert_eq!(
+        raw["layers"][0]["mediaType"],
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    );
     let out = e.path("s2");
     e.sk.pull(&e.srv.docker_ref("docker/app:s2"), &dir_ref(&out), &[]);
     let (_, layers) = verify_dir_image(&out, "manifest.json");
@@ -172,22 +216,41 @@ fn docker_schema2_manifest_and_list() {
     );
     assert_eq!(sha256_digest(&body), s2_digest);
     assert_eq!(
-        headers.get("docker-content-digest").and_then(|v| v.to_str().ok()),
+        headers
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok()),
         Some(s2_digest.as_str())
     );
 
     // Manifest list (skopeo converts the OCI index).
-    e.sk.push(&e.oci(&layout, "multi"), &e.srv.docker_ref("docker/app:list"), &["--all", "--format", "v2s2"]);
+    e.sk.push(
+        &e.oci(&layout, "multi"),
+        &e.srv.docker_ref("docker/app:list"),
+        &["--all", "--format", "v2s2"],
+    );
     let raw = e.sk.inspect(&e.srv.docker_ref("docker/app:list"), true);
-    assert_eq!(raw["mediaType"], "application/vnd.docker.distribution.manifest.list.v2+json");
+    assert_eq!(
+        raw["mediaType"],
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    );
     let entries = raw["manifests"].as_array().expect("manifests");
     assert_eq!(entries.len(), 2);
     for (entry, img) in entries.iter().zip(&multi.images) {
-        assert_eq!(entry["mediaType"], "application/vnd.docker.distribution.manifest.v2+json");
-        assert_eq!(entry["platform"]["architecture"], img.platform.split('/').nth(1).expect("arch"));
+        assert_eq!(
+            entry["mediaType"],
+            "application/vnd.docker.distribution.manifest.v2+json"
+        );
+        assert_eq!(
+            entry["platform"]["architecture"],
+            img.platform.split('/').nth(1).expect("arch")
+        );
     }
     let out = e.path("list");
-    e.sk.pull(&e.srv.docker_ref("docker/app:list"), &dir_ref(&out), &["--all"]);
+    e.sk.pull(
+        &e.srv.docker_ref("docker/app:list"),
+        &dir_ref(&out),
+        &["--all"],
+    );
     for (entry, img) in entries.iter().zip(&multi.images) {
         let d = entry["digest"].as_str().expect("digest");
         let name = format!("{}.manifest.json", d.trim_start_matches("sha256:"));
@@ -195,8 +258,12 @@ fn docker_schema2_manifest_and_list() {
         let (_, layers) = verify_dir_image(&out, &name);
         assert_eq!(layers, img.layers);
     }
-    let (status, headers, _) =
-        block_on(get(&c, &format!("{}/v2/docker/app/manifests/list", e.srv.url), Some(ACCEPT_ALL))).expect("GET list");
+    let (status, headers, _) = block_on(get(
+        &c,
+        &format!("{}/v2/docker/app/manifests/list", e.srv.url),
+        Some(ACCEPT_ALL),
+    ))
+    .expect("GET list");
     assert_eq!(status, 200);
     assert_eq!(
         headers.get("content-type").and_then(|v| v.to_str().ok()),
@@ -212,7 +279,11 @@ fn inspect_list_tags_delete() {
     let b = build_image(&e.py, &layout, "b", 1, 10_000, &[]);
     e.sk.push(&e.oci(&layout, "a"), &e.srv.docker_ref("lib/tags:one"), &[]);
     e.sk.push(&e.oci(&layout, "a"), &e.srv.docker_ref("lib/tags:two"), &[]);
-    e.sk.push(&e.oci(&layout, "b"), &e.srv.docker_ref("lib/tags:three"), &[]);
+    e.sk.push(
+        &e.oci(&layout, "b"),
+        &e.srv.docker_ref("lib/tags:three"),
+        &[],
+    );
 
     let creds = Skopeo::creds();
     let list = |e: &Env| -> Vec<String> {
@@ -249,13 +320,32 @@ fn inspect_list_tags_delete() {
     assert_eq!(repo_tags, ["one", "three", "two"]);
 
     // Delete image a (by tag: skopeo resolves it and deletes the manifest, so both tags go).
-    run_ok(&mut e.sk.cmd(&["delete", "--tls-verify=false", "--creds", &creds, &e.srv.docker_ref("lib/tags:one")]));
+    run_ok(&mut e.sk.cmd(&[
+        "delete",
+        "--tls-verify=false",
+        "--creds",
+        &creds,
+        &e.srv.docker_ref("lib/tags:one"),
+    ]));
     assert_eq!(list(&e), ["three"]);
-    let err = run_fail(&mut e.sk.cmd(&["inspect", "--tls-verify=false", "--creds", &creds, &e.srv.docker_ref("lib/tags:two")]));
-    assert!(err.contains("manifest unknown") || err.contains("MANIFEST_UNKNOWN"), "{err}");
+    let err = run_fail(&mut e.sk.cmd(&[
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        &creds,
+        &e.srv.docker_ref("lib/tags:two"),
+    ]));
+    assert!(
+        err.contains("manifest unknown") || err.contains("MANIFEST_UNKNOWN"),
+        "{err}"
+    );
     let c = http_client();
-    let (status, _, body) =
-        block_on(get(&c, &format!("{}/v2/lib/tags/manifests/{}", e.srv.url, a.digest), Some(ACCEPT_ALL))).expect("GET");
+    let (status, _, body) = block_on(get(
+        &c,
+        &format!("{}/v2/lib/tags/manifests/{}", e.srv.url, a.digest),
+        Some(ACCEPT_ALL),
+    ))
+    .expect("GET");
     assert_eq!(status, 404);
     assert_eq!(error_code(&body), "MANIFEST_UNKNOWN");
     // Image b is untouched.
@@ -280,7 +370,8 @@ fn cross_repo_copy_mounts() {
     e.sk.push(&e.oci(&layout, "x"), &e.srv.docker_ref("team/src:1"), &[]);
 
     let creds = Skopeo::creds();
-    let out = run_ok(&mut e.sk.cmd(&[
+    let out = run(&mut e.sk.cmd(&[
+        "--debug",
         "copy",
         "--src-tls-verify=false",
         "--dest-tls-verify=false",
@@ -291,30 +382,47 @@ fn cross_repo_copy_mounts() {
         &e.srv.docker_ref("team/src:1"),
         &e.srv.docker_ref("other/dst:1"),
     ]));
-    // skopeo mounts (or finds) every blob instead of uploading it again.
-    let skipped = out.matches("skipped: already exists").count();
-    assert_eq!(skipped, 3, "expected the 3 layers to be mounted, skopeo said:\n{out}");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "skopeo copy failed:\n{log}");
+    // skopeo knows (from its blob info cache) that the layers are in team/src and mounts them
+    // instead of uploading them again.
+    let mounted = log.matches("mount OK").count();
+    assert_eq!(
+        mounted, 3,
+        "expected the 3 layers to be mounted; skopeo said:\n{log}"
+    );
 
     let pulled = e.path("dst");
     e.sk.pull(&e.srv.docker_ref("other/dst:1"), &dir_ref(&pulled), &[]);
     let (config, layers) = verify_dir_image(&pulled, "manifest.json");
-    assert_eq!((config, layers), (built.images[0].config.clone(), built.images[0].layers.clone()));
+    assert_eq!(
+        (config, layers),
+        (
+            built.images[0].config.clone(),
+            built.images[0].layers.clone()
+        )
+    );
     assert_eq!(sha256_file(&pulled.join("manifest.json")), built.digest);
 
     // The mount itself, over plain HTTP: 201 with the blob's location.
     let c = http_client();
     let layer = &built.images[0].layers[0];
     let resp = block_on(async {
-        c.post(format!("{}/v2/third/repo/blobs/uploads/?mount={layer}&from=team/src", e.srv.url))
-            .basic_auth(AKID, Some(SECRET))
-            .header("content-length", "0")
-            .send()
-            .await
+        c.post(format!(
+            "{}/v2/third/repo/blobs/uploads/?mount={layer}&from=team/src",
+            e.srv.url
+        ))
+        .basic_auth(AKID, Some(SECRET))
+        .header("content-length", "0")
+        .send()
+        .await
     })
     .expect("mount POST");
     assert_eq!(resp.status().as_u16(), 201);
     assert_eq!(
-        resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()),
+        resp.headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok()),
         Some(layer.as_str())
     );
 }
@@ -337,7 +445,10 @@ fn credentials_users_and_public_repos() {
         &e.srv.docker_ref("priv/app:1"),
         &out("wrong"),
     ]));
-    assert!(err.to_lowercase().contains("unauthorized") || err.contains("401"), "{err}");
+    assert!(
+        err.to_lowercase().contains("unauthorized") || err.contains("401"),
+        "{err}"
+    );
     // Unknown user.
     run_fail(&mut e.sk.cmd(&[
         "copy",
@@ -355,7 +466,10 @@ fn credentials_users_and_public_repos() {
         &e.srv.docker_ref("priv/app:1"),
         &out("anon1"),
     ]));
-    assert!(err.to_lowercase().contains("unauthorized") || err.contains("401"), "{err}");
+    assert!(
+        err.to_lowercase().contains("unauthorized") || err.contains("401"),
+        "{err}"
+    );
 
     // Made public: anonymous pulls work, anonymous pushes still don't.
     run_ok(&mut e.srv.admin(&["repo", "public", "priv/app"]));
@@ -367,7 +481,13 @@ fn credentials_users_and_public_repos() {
         &out("anon2"),
     ]));
     let (config, layers) = verify_dir_image(&e.path("anon2"), "manifest.json");
-    assert_eq!((config, layers), (built.images[0].config.clone(), built.images[0].layers.clone()));
+    assert_eq!(
+        (config, layers),
+        (
+            built.images[0].config.clone(),
+            built.images[0].layers.clone()
+        )
+    );
     run_fail(&mut e.sk.cmd(&[
         "copy",
         "--dest-tls-verify=false",
@@ -386,7 +506,12 @@ fn credentials_users_and_public_repos() {
     ]));
 
     // A registry user with rights on team/* only.
-    run_with_stdin(&mut e.srv.admin(&["user", "add", "ci", "--grant", "team/*=pull,push"]), "ci-password-1\n");
+    run_with_stdin(
+        &mut e
+            .srv
+            .admin(&["user", "add", "ci", "--grant", "team/*=pull,push"]),
+        "ci-password-1\n",
+    );
     let user = "ci:ci-password-1";
     run_ok(&mut e.sk.cmd(&[
         "copy",
@@ -405,6 +530,22 @@ fn credentials_users_and_public_repos() {
         &out("user-pull"),
     ]));
     verify_dir_image(&e.path("user-pull"), "manifest.json");
+    // The catalog shows the user only what it may pull.
+    let c = http_client();
+    let cat = block_on(async {
+        let r = c
+            .get(format!("{}/v2/_catalog", e.srv.url))
+            .basic_auth("ci", Some("ci-password-1"))
+            .send()
+            .await?;
+        r.json::<serde_json::Value>().await
+    })
+    .expect("GET /v2/_catalog");
+    assert_eq!(
+        cat["repositories"],
+        serde_json::json!(["team/app"]),
+        "{cat}"
+    );
     let err = run_fail(&mut e.sk.cmd(&[
         "copy",
         "--dest-tls-verify=false",
@@ -413,7 +554,7 @@ fn credentials_users_and_public_repos() {
         &e.oci(&layout, "p"),
         &e.srv.docker_ref("elsewhere/app:1"),
     ]));
-    assert!(err.to_lowercase().contains("denied") || err.contains("403") || err.contains("unauthorized"), "{err}");
+    assert!(denied_or_unauthorized(&err), "{err}");
     run_fail(&mut e.sk.cmd(&[
         "copy",
         "--src-tls-verify=false",
@@ -422,6 +563,15 @@ fn credentials_users_and_public_repos() {
         &e.srv.docker_ref("priv/app:1"),
         &out("user-priv"),
     ]));
+    // No delete right.
+    let err = run_fail(&mut e.sk.cmd(&[
+        "delete",
+        "--tls-verify=false",
+        "--creds",
+        user,
+        &e.srv.docker_ref("team/app:1"),
+    ]));
+    assert!(denied_or_unauthorized(&err), "{err}");
     // Wrong password for the user.
     run_fail(&mut e.sk.cmd(&[
         "copy",
@@ -447,7 +597,16 @@ fn ecr_token_login() {
 
     let authfile = e.path("auth.json");
     let auth = authfile.to_str().expect("utf-8 path");
-    let mut login = e.sk.cmd(&["login", "--tls-verify=false", "--authfile", auth, "-u", "AWS", "--password-stdin", &e.srv.addr]);
+    let mut login = e.sk.cmd(&[
+        "login",
+        "--tls-verify=false",
+        "--authfile",
+        auth,
+        "-u",
+        "AWS",
+        "--password-stdin",
+        &e.srv.addr,
+    ]);
     run_with_stdin(&mut login, &password);
     let saved = std::fs::read_to_string(&authfile).expect("auth file written by skopeo login");
     assert!(saved.contains(&e.srv.addr), "{saved}");
@@ -471,15 +630,44 @@ fn ecr_token_login() {
         &dir_ref(&out),
     ]));
     let (config, layers) = verify_dir_image(&out, "manifest.json");
-    assert_eq!((config, layers), (built.images[0].config.clone(), built.images[0].layers.clone()));
+    assert_eq!(
+        (config, layers),
+        (
+            built.images[0].config.clone(),
+            built.images[0].layers.clone()
+        )
+    );
 
     // A tampered token is refused at login.
     let mid = password.len() / 2;
-    let flipped = if &password[mid..=mid] == "A" { "B" } else { "A" };
+    let flipped = if &password[mid..=mid] == "A" {
+        "B"
+    } else {
+        "A"
+    };
     let tampered = format!("{}{flipped}{}", &password[..mid], &password[mid + 1..]);
-    let out = run(
-        e.sk.cmd(&["login", "--tls-verify=false", "--authfile", auth, "-u", "AWS", "--password", &tampered, &e.srv.addr])
-            .stdin(std::process::Stdio::null()),
+    let out = run(e
+        .sk
+        .cmd(&[
+            "login",
+            "--tls-verify=false",
+            "--authfile",
+            auth,
+            "-u",
+            "AWS",
+            "--password",
+            &tampered,
+            &e.srv.addr,
+        ])
+        .stdin(std::process::Stdio::null()));
+    assert!(
+        !out.status.success(),
+        "login with a tampered ECR token succeeded"
     );
-    assert!(!out.status.success(), "login with a tampered ECR token succeeded");
+}
+
+/// skopeo's error text for a 401/403 refusal.
+fn denied_or_unauthorized(err: &str) -> bool {
+    let low = err.to_lowercase();
+    low.contains("denied") || low.contains("unauthorized") || low.contains("403")
 }

@@ -12,8 +12,8 @@ use common::*;
 use rand::Rng;
 
 const PUSHERS: usize = 3;
-const IMAGES_PER_PUSHER: usize = 15;
-const MAX_ATTEMPTS: usize = 20;
+const IMAGES_PER_PUSHER: usize = 40;
+const MAX_ATTEMPTS: usize = 50;
 const KIB: usize = 1 << 10;
 
 #[derive(Default)]
@@ -27,14 +27,21 @@ struct Stats {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn gc_while_pushing_keeps_every_acknowledged_manifest() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let srv = Server::registry(&dir.path().join("data"), &["--gc-grace", "0", "--gc-interval", "0"]);
+    let srv = Server::registry(
+        &dir.path().join("data"),
+        &["--gc-grace", "0", "--gc-interval", "0"],
+    );
     let stats = Arc::new(Stats::default());
     let stop = Arc::new(AtomicBool::new(false));
 
     // A base layer shared by every image (pushers HEAD it and skip the upload, as clients do).
-    let base_layer = HttpImage::random("unused", "unused", 1, 512 * KIB..512 * KIB + 1).layers.remove(0);
+    let base_layer = HttpImage::random("unused", "unused", 1, 512 * KIB..512 * KIB + 1)
+        .layers
+        .remove(0);
 
-    // GC in a loop, through the CLI.
+    // GC in a loop, through the CLI. Back to back, with grace 0, GC takes every freshly
+    // uploaded blob before its manifest arrives and no push ever completes; a random pause of
+    // up to 40 ms between runs leaves pushes a chance while still racing them constantly.
     let gc_task = {
         let (stop, stats, admin) = (stop.clone(), stats.clone(), GcRunner::new(&srv));
         tokio::task::spawn_blocking(move || {
@@ -43,6 +50,8 @@ async fn gc_while_pushing_keeps_every_acknowledged_manifest() {
                 stats.gc_runs.fetch_add(1, Ordering::SeqCst);
                 let n = report["blobs_deleted"].as_array().map_or(0, Vec::len);
                 stats.gc_blobs_deleted.fetch_add(n, Ordering::SeqCst);
+                let pause = rand::thread_rng().gen_range(0..40);
+                std::thread::sleep(std::time::Duration::from_millis(pause));
             }
         })
     };
@@ -50,19 +59,27 @@ async fn gc_while_pushing_keeps_every_acknowledged_manifest() {
     let acknowledged: Arc<Mutex<Vec<(HttpImage, String)>>> = Arc::default();
     let mut pushers = Vec::new();
     for p in 0..PUSHERS {
-        let (base, stats, acknowledged, base_layer) = (srv.url.clone(), stats.clone(), acknowledged.clone(), base_layer.clone());
+        let (base, stats, acknowledged, base_layer) = (
+            srv.url.clone(),
+            stats.clone(),
+            acknowledged.clone(),
+            base_layer.clone(),
+        );
         pushers.push(tokio::spawn(async move {
             let c = http_client();
             for k in 0..IMAGES_PER_PUSHER {
                 let size = rand::thread_rng().gen_range(64 * KIB..512 * KIB);
-                let mut img = HttpImage::random(&format!("gc/p{p}"), &format!("i{k}"), 1, size..size + 1);
+                let mut img =
+                    HttpImage::random(&format!("gc/p{p}"), &format!("i{k}"), 1, size..size + 1);
                 img.layers.insert(0, base_layer.clone());
                 let mut attempt = 0;
                 let digest = loop {
                     attempt += 1;
                     match push_http(&c, &base, &img, true).await {
                         Ok(d) => break d,
-                        Err(PushError::Status { code, .. }) if code == "MANIFEST_BLOB_UNKNOWN" && attempt < MAX_ATTEMPTS => {
+                        Err(PushError::Status { code, .. })
+                            if code == "MANIFEST_BLOB_UNKNOWN" && attempt < MAX_ATTEMPTS =>
+                        {
                             stats.blob_unknown_retries.fetch_add(1, Ordering::SeqCst);
                         }
                         Err(e) => panic!("push gc/p{p}:i{k} (attempt {attempt}): {e}"),
@@ -100,7 +117,10 @@ async fn gc_while_pushing_keeps_every_acknowledged_manifest() {
         stats.gc_blobs_deleted.load(Ordering::SeqCst),
         stats.blob_unknown_retries.load(Ordering::SeqCst),
     );
-    assert!(stats.gc_runs.load(Ordering::SeqCst) >= 3, "GC ran too few times to mean anything");
+    assert!(
+        stats.gc_runs.load(Ordering::SeqCst) >= 3,
+        "GC ran too few times to mean anything"
+    );
 
     let c = http_client();
     let verify_all = |when: &'static str| {
@@ -109,7 +129,10 @@ async fn gc_while_pushing_keeps_every_acknowledged_manifest() {
             for (img, digest) in &acknowledged {
                 for reference in [img.tag.as_str(), digest.as_str()] {
                     if let Err(e) = verify_http(&c, &base, img, reference, Some(digest)).await {
-                        panic!("{when}: {}:{} got 201 but is not fully pullable: {e}", img.repo, img.tag);
+                        panic!(
+                            "{when}: {}:{} got 201 but is not fully pullable: {e}",
+                            img.repo, img.tag
+                        );
                     }
                 }
             }
@@ -119,14 +142,20 @@ async fn gc_while_pushing_keeps_every_acknowledged_manifest() {
 
     // One more collection with nothing running: still intact, and the garbage is gone.
     let report = gc(&srv, 0);
-    eprintln!("final gc: {report}");
+    eprintln!("final gc: {}", summary(&report));
     verify_all("after the final gc").await;
     assert!(
-        stats.gc_blobs_deleted.load(Ordering::SeqCst) + report["blobs_deleted"].as_array().map_or(0, Vec::len) > 0,
+        stats.gc_blobs_deleted.load(Ordering::SeqCst)
+            + report["blobs_deleted"].as_array().map_or(0, Vec::len)
+            > 0,
         "GC never deleted anything although manifests were deleted"
     );
     let report = gc(&srv, 0);
-    assert_eq!(report["blobs_deleted"].as_array().map(Vec::len), Some(0), "a second gc found more: {report}");
+    assert_eq!(
+        report["blobs_deleted"].as_array().map(Vec::len),
+        Some(0),
+        "a second gc found more: {report}"
+    );
 }
 
 /// Runs `berth registry gc --grace 0` (a blocking process call) against one server.

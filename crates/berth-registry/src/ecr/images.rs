@@ -80,14 +80,30 @@ pub(super) async fn list(env: &Env, input: &Input<'_>) -> Result<Value, AwsError
     Ok(out)
 }
 
+/// ECR's `imageSizeInBytes`: config + layers (+ the manifest) for an image; for a manifest
+/// list, the largest of the images it lists.
+fn image_size(images: &[Image], img: &Image) -> u64 {
+    let own = |i: &Image| i.manifest.content_size.saturating_add(i.manifest.size);
+    if img.manifest.children.is_empty() {
+        return own(img);
+    }
+    img.manifest
+        .children
+        .iter()
+        .filter_map(|c| images.iter().find(|i| i.digest == *c))
+        .map(own)
+        .max()
+        .unwrap_or_else(|| own(img))
+}
+
 /// The `ImageDetail` shape.
-fn image_detail(env: &Env, repo: &str, img: &Image) -> Value {
+fn image_detail(env: &Env, repo: &str, images: &[Image], img: &Image) -> Value {
     let m = &img.manifest;
     let mut d = json!({
         "registryId": env.account,
         "repositoryName": repo,
         "imageDigest": img.digest,
-        "imageSizeInBytes": m.content_size.saturating_add(m.size),
+        "imageSizeInBytes": image_size(images, img),
         "imagePushedAt": timestamp(m.pushed_at),
         "imageManifestMediaType": m.media_type,
         "imageStatus": "ACTIVE",
@@ -152,7 +168,7 @@ pub(super) async fn describe(env: &Env, input: &Input<'_>) -> Result<Value, AwsE
             let img = find(&images, id).ok_or_else(|| image_not_found(env, &repo, id))?;
             if !seen.contains(&img.digest.as_str()) {
                 seen.push(&img.digest);
-                details.push(image_detail(env, &repo, img));
+                details.push(image_detail(env, &repo, &images, img));
             }
         }
         return Ok(json!({ "imageDetails": details }));
@@ -169,7 +185,7 @@ pub(super) async fn describe(env: &Env, input: &Input<'_>) -> Result<Value, AwsE
         .collect();
     let page = &selected[..selected.len().min(max)];
     let mut out = json!({
-        "imageDetails": page.iter().map(|i| image_detail(env, &repo, i)).collect::<Vec<_>>(),
+        "imageDetails": page.iter().map(|i| image_detail(env, &repo, &images, i)).collect::<Vec<_>>(),
     });
     if selected.len() > max {
         if let Some(last) = page.last() {

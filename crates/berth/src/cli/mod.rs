@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "berth", version, about = "Containers, an OCI registry and ECS-compatible orchestration in one binary")]
+#[command(
+    name = "berth",
+    version,
+    about = "Containers, an OCI registry and ECS-compatible orchestration in one binary"
+)]
 pub struct Cli {
     /// Log format: text or json (level from RUST_LOG, default info).
     #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
@@ -70,7 +74,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 pub fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         b.json().init();
     } else {

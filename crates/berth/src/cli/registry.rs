@@ -7,7 +7,9 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::serve::{account_credentials, aws_endpoint, bind, open_registry, serve_http, DEFAULT_DATA};
+use super::serve::{
+    account_credentials, aws_endpoint, bind, open_registry, serve_http, DEFAULT_DATA,
+};
 use super::{AccountArgs, RegistryServerArgs};
 
 #[derive(Args, Debug)]
@@ -106,14 +108,23 @@ pub struct ClientArgs {
 pub async fn run(a: RegistryArgs) -> anyhow::Result<()> {
     match a.cmd {
         None => serve(a).await,
-        Some(RegistryCmd::Gc { client, dry_run, grace }) => {
+        Some(RegistryCmd::Gc {
+            client,
+            dry_run,
+            grace,
+        }) => {
             let body = json!({ "dry_run": dry_run, "grace_seconds": grace });
             let out = call(&client, reqwest::Method::POST, "/berth/v1/gc", Some(body)).await?;
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }
         Some(RegistryCmd::User { cmd }) => match cmd {
-            UserCmd::Add { name, client, admin, grant } => {
+            UserCmd::Add {
+                name,
+                client,
+                admin,
+                grant,
+            } => {
                 let mut grants = Vec::new();
                 for g in grant {
                     let Some((pattern, actions)) = g.split_once('=') else {
@@ -122,14 +133,28 @@ pub async fn run(a: RegistryArgs) -> anyhow::Result<()> {
                     grants.push(json!({ "repository": pattern, "actions": actions.split(',').collect::<Vec<_>>() }));
                 }
                 let mut password = String::new();
-                std::io::stdin().read_to_string(&mut password).context("reading the password from stdin")?;
+                std::io::stdin()
+                    .read_to_string(&mut password)
+                    .context("reading the password from stdin")?;
                 let password = password.trim_end_matches(['\n', '\r']).to_string();
                 let body = json!({ "password": password, "admin": admin, "grants": grants });
-                call(&client, reqwest::Method::PUT, &format!("/berth/v1/users/{name}"), Some(body)).await?;
+                call(
+                    &client,
+                    reqwest::Method::PUT,
+                    &format!("/berth/v1/users/{name}"),
+                    Some(body),
+                )
+                .await?;
                 Ok(())
             }
             UserCmd::Rm { name, client } => {
-                call(&client, reqwest::Method::DELETE, &format!("/berth/v1/users/{name}"), None).await?;
+                call(
+                    &client,
+                    reqwest::Method::DELETE,
+                    &format!("/berth/v1/users/{name}"),
+                    None,
+                )
+                .await?;
                 Ok(())
             }
             UserCmd::Ls { client } => {
@@ -144,14 +169,24 @@ pub async fn run(a: RegistryArgs) -> anyhow::Result<()> {
                 RepoCmd::Private { name, client } => (name, client, false),
             };
             let body = json!({ "repository": name, "public": public });
-            call(&client, reqwest::Method::POST, "/berth/v1/visibility", Some(body)).await?;
+            call(
+                &client,
+                reqwest::Method::POST,
+                "/berth/v1/visibility",
+                Some(body),
+            )
+            .await?;
             Ok(())
         }
     }
 }
 
 async fn serve(a: RegistryArgs) -> anyhow::Result<()> {
-    let data = a.registry.data.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA).join("registry"));
+    let data = a
+        .registry
+        .data
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA).join("registry"));
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let creds = account_credentials(&data, &a.account)?;
     let listener = bind(&a.addr).await?;
@@ -168,17 +203,26 @@ async fn call(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<serde_json::Value> {
-    let (id, secret) = match (std::env::var("BERTH_ACCESS_KEY_ID"), std::env::var("BERTH_SECRET_ACCESS_KEY")) {
+    let (id, secret) = match (
+        std::env::var("BERTH_ACCESS_KEY_ID"),
+        std::env::var("BERTH_SECRET_ACCESS_KEY"),
+    ) {
         (Ok(i), Ok(s)) => (i, s),
         _ => {
             let path = c.data.join("credentials");
-            let cr = berth_aws::credentials::load(&path)
-                .with_context(|| format!("reading {} (or set BERTH_ACCESS_KEY_ID/BERTH_SECRET_ACCESS_KEY)", path.display()))?;
+            let cr = berth_aws::credentials::load(&path).with_context(|| {
+                format!(
+                    "reading {} (or set BERTH_ACCESS_KEY_ID/BERTH_SECRET_ACCESS_KEY)",
+                    path.display()
+                )
+            })?;
             (cr.access_key_id, cr.secret_access_key)
         }
     };
     let url = format!("{}{}", c.server.trim_end_matches('/'), path);
-    let mut req = reqwest::Client::new().request(method, &url).basic_auth(id, Some(secret));
+    let mut req = reqwest::Client::new()
+        .request(method, &url)
+        .basic_auth(id, Some(secret));
     if let Some(b) = body {
         req = req.json(&b);
     }

@@ -41,7 +41,10 @@ pub fn account_credentials(data: &Path, a: &AccountArgs) -> anyhow::Result<Crede
             let (c, created) = credentials::load_or_create(&path)
                 .with_context(|| format!("credentials file {}", path.display()))?;
             if created {
-                eprintln!("berth: generated an access key in {} (AWS shared-credentials format)", path.display());
+                eprintln!(
+                    "berth: generated an access key in {} (AWS shared-credentials format)",
+                    path.display()
+                );
             }
             eprintln!(
                 "berth: credentials: {}  (export AWS_SHARED_CREDENTIALS_FILE={} AWS_DEFAULT_REGION=us-east-1)",
@@ -93,12 +96,20 @@ fn spawn_lifecycle_schedule(reg: &Arc<Registry>, interval: Duration) {
 }
 
 /// The AWS JSON APIs this process serves, behind SigV4 with the account's key.
-pub fn aws_endpoint(reg: &Arc<Registry>, creds: &Credentials, account_id: &str) -> Arc<AwsEndpoint> {
+pub fn aws_endpoint(
+    reg: &Arc<Registry>,
+    creds: &Credentials,
+    account_id: &str,
+) -> Arc<AwsEndpoint> {
     let host = reg
         .cfg
         .public_url
         .as_deref()
-        .map(|u| u.trim_start_matches("http://").trim_start_matches("https://").trim_end_matches('/'))
+        .map(|u| {
+            u.trim_start_matches("http://")
+                .trim_start_matches("https://")
+                .trim_end_matches('/')
+        })
         .unwrap_or("127.0.0.1:5000")
         .to_string();
     let apis: Vec<Arc<dyn JsonApi>> = vec![berth_registry::ecr::ecr_api(reg, host)];
@@ -115,7 +126,10 @@ pub async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
 }
 
 /// Serves `router` on `listener` until SIGINT/SIGTERM.
-pub async fn serve_http(listener: tokio::net::TcpListener, router: axum::Router) -> anyhow::Result<()> {
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+) -> anyhow::Result<()> {
     let listener = listener.tap_io(|tcp| {
         let _ = tcp.set_nodelay(true);
     });
@@ -127,7 +141,10 @@ pub async fn serve_http(listener: tokio::net::TcpListener, router: axum::Router)
 
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         std::future::pending::<()>().await;
         return;
     };
@@ -139,13 +156,23 @@ pub async fn shutdown_signal() {
 }
 
 pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
-    let data = a.registry.data.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA));
+    let data = a
+        .registry
+        .data
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA));
     std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
     let creds = account_credentials(&data, &a.account)?;
     let reg_listener = bind(&a.registry_addr).await?;
     let api_listener = bind(&a.api_addr).await?;
     let reg_url = format!("http://{}", reg_listener.local_addr()?);
-    let reg = open_registry(data.join("registry"), creds.clone(), &a.account, &a.registry, reg_url.clone())?;
+    let reg = open_registry(
+        data.join("registry"),
+        creds.clone(),
+        &a.account,
+        &a.registry,
+        reg_url.clone(),
+    )?;
     let aws = aws_endpoint(&reg, &creds, &a.account.account_id);
     let registry_router = reg.router().merge(aws.clone().root_router());
     let api_router = aws.router();

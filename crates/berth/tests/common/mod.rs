@@ -101,7 +101,10 @@ pub fn aws_cmd(aws: &Path, dir: &Path) -> Command {
         .env("AWS_SECRET_ACCESS_KEY", SECRET)
         .env("AWS_DEFAULT_REGION", REGION)
         .env("AWS_CONFIG_FILE", dir.join("aws-config-none"))
-        .env("AWS_SHARED_CREDENTIALS_FILE", dir.join("aws-credentials-none"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            dir.join("aws-credentials-none"),
+        )
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_SESSION_TOKEN")
@@ -295,7 +298,10 @@ impl Server {
             cmd.arg("--data").arg(data).args(extra);
             cmd.env_remove("BERTH_ACCESS_KEY_ID")
                 .env_remove("BERTH_SECRET_ACCESS_KEY")
-                .env("RUST_LOG", std::env::var("BERTH_TEST_LOG").unwrap_or_else(|_| "info".into()))
+                .env(
+                    "RUST_LOG",
+                    std::env::var("BERTH_TEST_LOG").unwrap_or_else(|_| "info".into()),
+                )
                 .stdin(Stdio::null())
                 .stdout(logf.try_clone().expect("log fd"))
                 .stderr(logf);
@@ -344,7 +350,10 @@ impl Server {
             if Instant::now() > deadline {
                 let log = self.log_text();
                 self.kill9();
-                panic!("berth did not answer GET /v2/ on {} within {READY_TIMEOUT:?}:\n{log}", self.addr);
+                panic!(
+                    "berth did not answer GET /v2/ on {} within {READY_TIMEOUT:?}:\n{log}",
+                    self.addr
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -375,11 +384,15 @@ impl Server {
     pub fn admin(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(berth_bin());
         cmd.arg("registry").args(args);
-        cmd.args(["--server", &self.url]).arg("--data").arg(&self.data);
+        cmd.args(["--server", &self.url])
+            .arg("--data")
+            .arg(&self.data);
         if self.kind == Kind::Registry {
-            cmd.env("BERTH_ACCESS_KEY_ID", AKID).env("BERTH_SECRET_ACCESS_KEY", SECRET);
+            cmd.env("BERTH_ACCESS_KEY_ID", AKID)
+                .env("BERTH_SECRET_ACCESS_KEY", SECRET);
         } else {
-            cmd.env_remove("BERTH_ACCESS_KEY_ID").env_remove("BERTH_SECRET_ACCESS_KEY");
+            cmd.env_remove("BERTH_ACCESS_KEY_ID")
+                .env_remove("BERTH_SECRET_ACCESS_KEY");
         }
         cmd
     }
@@ -392,10 +405,15 @@ impl Drop for Server {
             let log = self.log_text();
             let tail: String = {
                 let start = log.len().saturating_sub(20_000);
-                let start = (start..log.len()).find(|i| log.is_char_boundary(*i)).unwrap_or(0);
+                let start = (start..log.len())
+                    .find(|i| log.is_char_boundary(*i))
+                    .unwrap_or(0);
                 log[start..].to_string()
             };
-            eprintln!("---- berth log ({}) ----\n{tail}\n---- end of berth log ----", self.log.display());
+            eprintln!(
+                "---- berth log ({}) ----\n{tail}\n---- end of berth log ----",
+                self.log.display()
+            );
         }
     }
 }
@@ -486,15 +504,33 @@ pub struct BuiltImage {
 }
 
 /// Writes (or adds `tag` to) an OCI layout at `layout` with random layers.
-pub fn build_image(py: &Path, layout: &Path, tag: &str, layers: usize, layer_size: usize, platforms: &[&str]) -> Built {
+pub fn build_image(
+    py: &Path,
+    layout: &Path,
+    tag: &str,
+    layers: usize,
+    layer_size: usize,
+    platforms: &[&str],
+) -> Built {
     let mut cmd = Command::new(py);
     cmd.arg(e2e_script("mkimage.py")).arg(layout);
-    cmd.args(["--tag", tag, "--layers", &layers.to_string(), "--layer-size", &layer_size.to_string()]);
+    cmd.args([
+        "--tag",
+        tag,
+        "--layers",
+        &layers.to_string(),
+        "--layer-size",
+        &layer_size.to_string(),
+    ]);
     for p in platforms {
         cmd.args(["--platform", p]);
     }
     let v = json(&run_ok(&mut cmd));
-    let s = |v: &Value, k: &str| v[k].as_str().unwrap_or_else(|| panic!("mkimage: no {k}")).to_string();
+    let s = |v: &Value, k: &str| {
+        v[k].as_str()
+            .unwrap_or_else(|| panic!("mkimage: no {k}"))
+            .to_string()
+    };
     Built {
         digest: s(&v, "digest"),
         media_type: s(&v, "mediaType"),
@@ -542,8 +578,12 @@ pub fn sha256_file(p: &Path) -> String {
 /// Checks a `skopeo copy ... dir:OUT` result: `manifest` (a file in OUT) names a config and
 /// layers, each present in OUT with the right sha256. Returns (config, layers).
 pub fn verify_dir_image(out: &Path, manifest: &str) -> (String, Vec<String>) {
-    let m = json(&std::fs::read_to_string(out.join(manifest)).expect("reading the pulled manifest"));
-    let config = m["config"]["digest"].as_str().expect("config digest").to_string();
+    let m =
+        json(&std::fs::read_to_string(out.join(manifest)).expect("reading the pulled manifest"));
+    let config = m["config"]["digest"]
+        .as_str()
+        .expect("config digest")
+        .to_string();
     let layers: Vec<String> = m["layers"]
         .as_array()
         .expect("layers")
@@ -578,7 +618,11 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 }
 
 /// A GET with the account key; returns (status, headers, body).
-pub async fn get(c: &reqwest::Client, url: &str, accept: Option<&str>) -> reqwest::Result<(u16, reqwest::header::HeaderMap, Vec<u8>)> {
+pub async fn get(
+    c: &reqwest::Client,
+    url: &str,
+    accept: Option<&str>,
+) -> reqwest::Result<(u16, reqwest::header::HeaderMap, Vec<u8>)> {
     let mut r = c.get(url).basic_auth(AKID, Some(SECRET));
     if let Some(a) = accept {
         r = r.header("accept", a);
@@ -604,7 +648,12 @@ pub struct HttpImage {
 
 impl HttpImage {
     /// `nlayers` layers of random sizes in `sizes` (bytes), plus a small config.
-    pub fn random(repo: &str, tag: &str, nlayers: usize, sizes: std::ops::Range<usize>) -> HttpImage {
+    pub fn random(
+        repo: &str,
+        tag: &str,
+        nlayers: usize,
+        sizes: std::ops::Range<usize>,
+    ) -> HttpImage {
         use rand::{Rng, RngCore};
         let mut rng = rand::thread_rng();
         let layers = (0..nlayers)
@@ -653,14 +702,24 @@ pub enum PushError {
     /// Transport error (server gone, connection reset).
     Transport(String),
     /// The registry answered something else; `code` is the first OCI error code.
-    Status { step: String, status: u16, code: String, body: String },
+    Status {
+        step: String,
+        status: u16,
+        code: String,
+        body: String,
+    },
 }
 
 impl std::fmt::Display for PushError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             PushError::Transport(e) => write!(f, "transport: {e}"),
-            PushError::Status { step, status, code, body } => write!(f, "{step}: {status} {code}: {body}"),
+            PushError::Status {
+                step,
+                status,
+                code,
+                body,
+            } => write!(f, "{step}: {status} {code}: {body}"),
         }
     }
 }
@@ -671,7 +730,11 @@ impl From<reqwest::Error> for PushError {
     }
 }
 
-async fn expect_status(step: &str, resp: reqwest::Response, want: u16) -> Result<reqwest::Response, PushError> {
+async fn expect_status(
+    step: &str,
+    resp: reqwest::Response,
+    want: u16,
+) -> Result<reqwest::Response, PushError> {
     if resp.status().as_u16() == want {
         return Ok(resp);
     }
@@ -690,7 +753,13 @@ async fn expect_status(step: &str, resp: reqwest::Response, want: u16) -> Result
 }
 
 /// Uploads one blob (POST + monolithic PUT), unless `skip_existing` and HEAD finds it.
-pub async fn upload_blob(c: &reqwest::Client, base: &str, repo: &str, blob: &[u8], skip_existing: bool) -> Result<(), PushError> {
+pub async fn upload_blob(
+    c: &reqwest::Client,
+    base: &str,
+    repo: &str,
+    blob: &[u8],
+    skip_existing: bool,
+) -> Result<(), PushError> {
     let digest = sha256_digest(blob);
     if skip_existing {
         let r = c
@@ -715,7 +784,11 @@ pub async fn upload_blob(c: &reqwest::Client, base: &str, repo: &str, blob: &[u8
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| PushError::Transport("upload POST without Location".into()))?
         .to_string();
-    let url = if loc.starts_with("http") { loc } else { format!("{base}{loc}") };
+    let url = if loc.starts_with("http") {
+        loc
+    } else {
+        format!("{base}{loc}")
+    };
     let sep = if url.contains('?') { '&' } else { '?' };
     let r = c
         .put(format!("{url}{sep}digest={digest}"))
@@ -729,14 +802,23 @@ pub async fn upload_blob(c: &reqwest::Client, base: &str, repo: &str, blob: &[u8
 }
 
 /// Pushes `img` (blobs, then the manifest by tag); Ok(digest from Docker-Content-Digest) on 201.
-pub async fn push_http(c: &reqwest::Client, base: &str, img: &HttpImage, skip_existing: bool) -> Result<String, PushError> {
+pub async fn push_http(
+    c: &reqwest::Client,
+    base: &str,
+    img: &HttpImage,
+    skip_existing: bool,
+) -> Result<String, PushError> {
     for b in img.blobs() {
         upload_blob(c, base, &img.repo, b, skip_existing).await?;
     }
     put_manifest(c, base, img).await
 }
 
-pub async fn put_manifest(c: &reqwest::Client, base: &str, img: &HttpImage) -> Result<String, PushError> {
+pub async fn put_manifest(
+    c: &reqwest::Client,
+    base: &str,
+    img: &HttpImage,
+) -> Result<String, PushError> {
     let r = c
         .put(format!("{base}/v2/{}/manifests/{}", img.repo, img.tag))
         .basic_auth(AKID, Some(SECRET))
@@ -754,34 +836,60 @@ pub async fn put_manifest(c: &reqwest::Client, base: &str, img: &HttpImage) -> R
 
 /// Pulls `repo:reference` over HTTP and checks the manifest digest (when `want_digest` is
 /// given) and every blob's content. Err(description) on any mismatch.
-pub async fn verify_http(c: &reqwest::Client, base: &str, img: &HttpImage, reference: &str, want_digest: Option<&str>) -> Result<(), String> {
+pub async fn verify_http(
+    c: &reqwest::Client,
+    base: &str,
+    img: &HttpImage,
+    reference: &str,
+    want_digest: Option<&str>,
+) -> Result<(), String> {
     let url = format!("{base}/v2/{}/manifests/{reference}", img.repo);
-    let (status, headers, body) = get(c, &url, Some(ACCEPT_ALL)).await.map_err(|e| format!("GET {url}: {e}"))?;
+    let (status, headers, body) = get(c, &url, Some(ACCEPT_ALL))
+        .await
+        .map_err(|e| format!("GET {url}: {e}"))?;
     if status != 200 {
-        return Err(format!("GET {url}: {status} {}", String::from_utf8_lossy(&body)));
+        return Err(format!(
+            "GET {url}: {status} {}",
+            String::from_utf8_lossy(&body)
+        ));
     }
     let got = sha256_digest(&body);
     if body != img.manifest() {
-        return Err(format!("GET {url}: manifest body differs from the one pushed (digest {got})"));
+        return Err(format!(
+            "GET {url}: manifest body differs from the one pushed (digest {got})"
+        ));
     }
     if let Some(w) = want_digest {
         if got != w {
             return Err(format!("GET {url}: digest {got}, pushed {w}"));
         }
     }
-    let hd = headers.get("docker-content-digest").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let hd = headers
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     if hd != got {
-        return Err(format!("GET {url}: Docker-Content-Digest {hd:?} but body hashes to {got}"));
+        return Err(format!(
+            "GET {url}: Docker-Content-Digest {hd:?} but body hashes to {got}"
+        ));
     }
     for b in img.blobs() {
         let d = sha256_digest(b);
         let url = format!("{base}/v2/{}/blobs/{d}", img.repo);
-        let (status, _, body) = get(c, &url, None).await.map_err(|e| format!("GET {url}: {e}"))?;
+        let (status, _, body) = get(c, &url, None)
+            .await
+            .map_err(|e| format!("GET {url}: {e}"))?;
         if status != 200 {
-            return Err(format!("GET {url}: {status} {}", String::from_utf8_lossy(&body)));
+            return Err(format!(
+                "GET {url}: {status} {}",
+                String::from_utf8_lossy(&body)
+            ));
         }
         if sha256_digest(&body) != d || body.len() != b.len() {
-            return Err(format!("GET {url}: content does not match ({} bytes)", body.len()));
+            return Err(format!(
+                "GET {url}: content does not match ({} bytes)",
+                body.len()
+            ));
         }
     }
     Ok(())
@@ -799,4 +907,17 @@ pub fn error_code(body: &[u8]) -> String {
 pub fn gc(s: &Server, grace: u64) -> Value {
     let g = grace.to_string();
     json(&run_ok(&mut s.admin(&["gc", "--grace", &g])))
+}
+
+/// A one-line summary of a GC report.
+pub fn summary(report: &Value) -> String {
+    format!(
+        "{} blobs ({} bytes) deleted, {} links removed, {} orphan files, {} stale uploads, {} ms",
+        report["blobs_deleted"].as_array().map_or(0, Vec::len),
+        report["bytes_freed"],
+        report["links_removed"],
+        report["orphan_files_removed"],
+        report["stale_uploads_removed"],
+        report["duration_ms"]
+    )
 }
