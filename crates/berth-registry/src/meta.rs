@@ -15,6 +15,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
+/// A table of JSON-encoded records keyed by string.
+type JsonTable = TableDefinition<'static, &'static str, &'static [u8]>;
+
 /// name -> RepoRecord
 pub(crate) const REPOS: TableDefinition<&str, &[u8]> = TableDefinition::new("repos");
 /// digest -> BlobRecord
@@ -408,11 +411,7 @@ impl Meta {
     // ---- repositories -------------------------------------------------------------------------
 
     pub fn get_repo(&self, name: &str) -> Result<Option<RepoRecord>> {
-        let t = self.read()?.open_table(REPOS).map_err(db)?;
-        match t.get(name).map_err(db)? {
-            Some(v) => Ok(Some(dec(v.value())?)),
-            None => Ok(None),
-        }
+        self.get_rec(REPOS, name)
     }
 
     /// Creates a repository; fails with [`MetaError::RepoExists`] if it exists.
@@ -512,11 +511,7 @@ impl Meta {
     // ---- blobs --------------------------------------------------------------------------------
 
     pub fn blob(&self, digest: &str) -> Result<Option<BlobRecord>> {
-        let t = self.read()?.open_table(BLOBS).map_err(db)?;
-        match t.get(digest).map_err(db)? {
-            Some(v) => Ok(Some(dec(v.value())?)),
-            None => Ok(None),
-        }
+        self.get_rec(BLOBS, digest)
     }
 
     /// The blob's record, if `repo` may serve it.
@@ -904,77 +899,72 @@ impl Meta {
     // ---- uploads ------------------------------------------------------------------------------
 
     pub fn create_upload(&self, id: &str, rec: &UploadRecord) -> Result<()> {
-        let txn = self.write()?;
-        {
-            let mut t = txn.open_table(UPLOADS).map_err(db)?;
-            t.insert(id, enc(rec)?.as_slice()).map_err(db)?;
-        }
-        txn.commit().map_err(db)?;
-        Ok(())
+        self.put_rec(UPLOADS, id, rec)
     }
 
     pub fn get_upload(&self, id: &str) -> Result<Option<UploadRecord>> {
-        let t = self.read()?.open_table(UPLOADS).map_err(db)?;
-        match t.get(id).map_err(db)? {
-            Some(v) => Ok(Some(dec(v.value())?)),
-            None => Ok(None),
-        }
+        self.get_rec(UPLOADS, id)
     }
 
     pub fn delete_upload(&self, id: &str) -> Result<bool> {
-        let txn = self.write()?;
-        let removed = {
-            let mut t = txn.open_table(UPLOADS).map_err(db)?;
-            let r = t.remove(id).map_err(db)?.is_some();
-            r
-        };
-        txn.commit().map_err(db)?;
-        Ok(removed)
+        self.delete_rec(UPLOADS, id)
     }
 
     pub fn list_uploads(&self) -> Result<Vec<(String, UploadRecord)>> {
-        let t = self.read()?.open_table(UPLOADS).map_err(db)?;
-        let mut out = Vec::new();
-        for item in t.iter().map_err(db)? {
-            let (k, v) = item.map_err(db)?;
-            out.push((k.value().to_string(), dec(v.value())?));
-        }
-        Ok(out)
+        self.list_recs(UPLOADS)
     }
 
     // ---- users --------------------------------------------------------------------------------
 
     pub fn put_user(&self, name: &str, rec: &UserRecord) -> Result<()> {
+        self.put_rec(USERS, name, rec)
+    }
+
+    pub fn get_user(&self, name: &str) -> Result<Option<UserRecord>> {
+        self.get_rec(USERS, name)
+    }
+
+    pub fn delete_user(&self, name: &str) -> Result<bool> {
+        self.delete_rec(USERS, name)
+    }
+
+    pub fn list_users(&self) -> Result<Vec<(String, UserRecord)>> {
+        self.list_recs(USERS)
+    }
+
+    // ---- single JSON records ------------------------------------------------------------------
+
+    fn put_rec<T: Serialize>(&self, table: JsonTable, key: &str, rec: &T) -> Result<()> {
         let txn = self.write()?;
         {
-            let mut t = txn.open_table(USERS).map_err(db)?;
-            t.insert(name, enc(rec)?.as_slice()).map_err(db)?;
+            let mut t = txn.open_table(table).map_err(db)?;
+            t.insert(key, enc(rec)?.as_slice()).map_err(db)?;
         }
         txn.commit().map_err(db)?;
         Ok(())
     }
 
-    pub fn get_user(&self, name: &str) -> Result<Option<UserRecord>> {
-        let t = self.read()?.open_table(USERS).map_err(db)?;
-        match t.get(name).map_err(db)? {
+    fn get_rec<T: DeserializeOwned>(&self, table: JsonTable, key: &str) -> Result<Option<T>> {
+        let t = self.read()?.open_table(table).map_err(db)?;
+        match t.get(key).map_err(db)? {
             Some(v) => Ok(Some(dec(v.value())?)),
             None => Ok(None),
         }
     }
 
-    pub fn delete_user(&self, name: &str) -> Result<bool> {
+    fn delete_rec(&self, table: JsonTable, key: &str) -> Result<bool> {
         let txn = self.write()?;
         let removed = {
-            let mut t = txn.open_table(USERS).map_err(db)?;
-            let r = t.remove(name).map_err(db)?.is_some();
+            let mut t = txn.open_table(table).map_err(db)?;
+            let r = t.remove(key).map_err(db)?.is_some();
             r
         };
         txn.commit().map_err(db)?;
         Ok(removed)
     }
 
-    pub fn list_users(&self) -> Result<Vec<(String, UserRecord)>> {
-        let t = self.read()?.open_table(USERS).map_err(db)?;
+    fn list_recs<T: DeserializeOwned>(&self, table: JsonTable) -> Result<Vec<(String, T)>> {
+        let t = self.read()?.open_table(table).map_err(db)?;
         let mut out = Vec::new();
         for item in t.iter().map_err(db)? {
             let (k, v) = item.map_err(db)?;
@@ -982,6 +972,26 @@ impl Meta {
         }
         Ok(out)
     }
+}
+
+/// Tags of `repo` pointing at `digest`.
+pub(crate) fn tags_of(
+    tags: &impl ReadableTable<&'static str, &'static str>,
+    repo: &str,
+    digest: &str,
+) -> Result<Vec<String>> {
+    let prefix = key2(repo, "");
+    let mut out = Vec::new();
+    for item in tags.range::<&str>(prefix.as_str()..).map_err(db)? {
+        let (k, v) = item.map_err(db)?;
+        let Some(tag) = k.value().strip_prefix(prefix.as_str()) else {
+            break;
+        };
+        if v.value() == digest {
+            out.push(tag.to_string());
+        }
+    }
+    Ok(out)
 }
 
 /// Returns the repository's record, creating it when allowed. `Ok(None)` means it was created.
@@ -1030,17 +1040,7 @@ pub(crate) fn delete_manifest_in(
         bodies.remove(digest).map_err(db)?;
     }
     let mut tags = txn.open_table(TAGS).map_err(db)?;
-    let prefix = key2(repo, "");
-    let mut removed = Vec::new();
-    for item in tags.range::<&str>(prefix.as_str()..).map_err(db)? {
-        let (k, v) = item.map_err(db)?;
-        let Some(tag) = k.value().strip_prefix(prefix.as_str()) else {
-            break;
-        };
-        if v.value() == digest {
-            removed.push(tag.to_string());
-        }
-    }
+    let removed = tags_of(&tags, repo, digest)?;
     for t in &removed {
         tags.remove(key2(repo, t).as_str()).map_err(db)?;
     }

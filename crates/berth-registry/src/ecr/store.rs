@@ -4,8 +4,8 @@
 use redb::ReadableTable;
 
 use crate::meta::{
-    db, delete_manifest_in, key2, key3, scan_prefix, ManifestRecord, Meta, MetaError, Result,
-    BLOBS, LINKS, MANIFESTS, REFS, REPOS, TAGS,
+    db, delete_manifest_in, key2, key3, scan_prefix, tags_of, ManifestRecord, Meta, MetaError,
+    Result, BLOBS, LINKS, MANIFESTS, REFS, REPOS, TAGS,
 };
 
 /// One validated entry of a BatchDeleteImage request.
@@ -30,26 +30,6 @@ pub(crate) enum DeleteOutcome {
     TagDoesNotMatchDigest,
     /// Manifest lists in the repository still reference the image.
     ReferencedByManifestList(Vec<String>),
-}
-
-/// Tags of `repo` pointing at `digest`.
-fn tags_of(
-    tags: &impl ReadableTable<&'static str, &'static str>,
-    repo: &str,
-    digest: &str,
-) -> Result<Vec<String>> {
-    let prefix = key2(repo, "");
-    let mut out = Vec::new();
-    for item in tags.range::<&str>(prefix.as_str()..).map_err(db)? {
-        let (k, v) = item.map_err(db)?;
-        let Some(tag) = k.value().strip_prefix(prefix.as_str()) else {
-            break;
-        };
-        if v.value() == digest {
-            out.push(tag.to_string());
-        }
-    }
-    Ok(out)
 }
 
 /// Manifests of `repo` other than `digest` itself that reference `digest` (index children).
