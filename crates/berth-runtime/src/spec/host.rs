@@ -1,0 +1,104 @@
+//! Facts about the host that shape a spec: architecture (seccomp), CPU count (`--cpus`
+//! range), the caller's hard `RLIMIT_NOFILE` (a container cannot be given more without
+//! `CAP_SYS_RESOURCE`), the last capability the kernel knows, and whether cgroups are unified
+//! (v2), where Docker gives each container its own cgroup namespace.
+//!
+//! [`build_spec`](super::build_spec) takes them as a value so it stays pure; [`HostInfo::detect`]
+//! reads them from `/proc` and `/sys` once.
+
+use std::path::Path;
+
+use super::security::LAST_KNOWN_CAP;
+
+/// Host facts used by [`build_spec`](super::build_spec).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostInfo {
+    /// `std::env::consts::ARCH` of the host (`x86_64`, `aarch64`, ...).
+    pub arch: String,
+    /// CPUs available, the upper bound of `--cpus`.
+    pub cpus: usize,
+    /// The hard `RLIMIT_NOFILE` of the process that will start the container.
+    pub nofile_hard: u64,
+    /// `/proc/sys/kernel/cap_last_cap`.
+    pub cap_last_cap: u8,
+    /// `/sys/fs/cgroup` is a cgroup v2 (unified) hierarchy.
+    pub cgroup_unified: bool,
+}
+
+impl HostInfo {
+    /// Reads the facts of this host and process. Anything unreadable falls back to a
+    /// conservative value (logged): 1 CPU, nofile 1024, `cap_last_cap` 40, cgroup v1.
+    pub fn detect() -> Self {
+        let cpus = std::thread::available_parallelism()
+            .map(usize::from)
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "cannot count cpus, assuming 1");
+                1
+            });
+        let nofile_hard = match std::fs::read_to_string("/proc/self/limits") {
+            Ok(text) => parse_nofile_hard(&text),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read /proc/self/limits");
+                None
+            }
+        }
+        .unwrap_or(1024);
+        let cap_last_cap = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .ok()
+            .and_then(|s| s.trim().parse::<u8>().ok())
+            .unwrap_or_else(|| {
+                tracing::warn!("cannot read /proc/sys/kernel/cap_last_cap");
+                LAST_KNOWN_CAP
+            });
+        Self {
+            arch: std::env::consts::ARCH.to_string(),
+            cpus,
+            nofile_hard,
+            cap_last_cap,
+            cgroup_unified: Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+        }
+    }
+}
+
+/// The hard limit of the "Max open files" line of `/proc/<pid>/limits`
+/// (`unlimited` is `u64::MAX`).
+pub fn parse_nofile_hard(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    let hard = line
+        .trim_start_matches("Max open files")
+        .split_whitespace()
+        .nth(1)?;
+    if hard == "unlimited" {
+        Some(u64::MAX)
+    } else {
+        hard.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_limits() {
+        let text = "\
+Limit                     Soft Limit           Hard Limit           Units     
+Max cpu time              unlimited            unlimited            seconds   
+Max open files            1024                 20000                files     
+Max locked memory         8388608              8388608              bytes     
+";
+        assert_eq!(parse_nofile_hard(text), Some(20000));
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(parse_nofile_hard(unlimited), Some(u64::MAX));
+        assert_eq!(parse_nofile_hard("nothing here"), None);
+    }
+
+    #[test]
+    fn detect_reads_this_host() {
+        let host = HostInfo::detect();
+        assert_eq!(host.arch, std::env::consts::ARCH);
+        assert!(host.cpus >= 1);
+        assert!(host.nofile_hard >= 1);
+    }
+}
