@@ -3,9 +3,11 @@
 //! Everything here parses untrusted input (URL paths, pushed manifests) into validated types.
 
 pub mod digest;
+pub mod layer;
 pub mod manifest;
 pub mod media_type;
 pub mod name;
+pub mod store;
 
 pub use digest::{Algorithm, Digest, DigestError, Hasher};
 pub use manifest::{
