@@ -2,7 +2,12 @@
 //!
 //! - `spec`: the OCI runtime spec of a container, built from an image config and run options
 //!   with Docker's merge rules and Docker's default security profile.
-//!
-//! The per-container shim that drives youki's libcontainer is in progress (issue 3).
+//! - `shim`: one single-threaded process per container that drives youki's libcontainer,
+//!   keeps the container's stdio and exit status, and outlives the engine that started it.
+//! - `logs`: container output as Docker json-file lines.
+//! - `cgroup`: cgroup mounts, OOM-kill counters and removal of a container's cgroup directories.
 
+pub mod cgroup;
+pub mod logs;
+pub mod shim;
 pub mod spec;

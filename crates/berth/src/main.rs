@@ -7,6 +7,11 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
     cli::init_tracing(&args.log_format);
+    // One single-threaded process per container: never start the multi-threaded runtime here.
+    if let cli::Command::Shim(shim) = args.cmd {
+        let code = berth_runtime::shim::shim_main(shim);
+        return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -28,6 +28,9 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Run the OCI registry alone (with the ECR API on the same port), or manage one.
     Registry(registry::RegistryArgs),
+    /// Internal: the per-container shim the engine starts (runs without the async runtime).
+    #[command(hide = true)]
+    Shim(berth_runtime::shim::ShimArgs),
 }
 
 /// Credentials and identity shared by the servers.
@@ -68,6 +71,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Command::Serve(a) => serve::serve(a).await,
         Command::Registry(a) => registry::run(a).await,
+        Command::Shim(_) => anyhow::bail!("`berth shim` must run before the async runtime starts"),
     }
 }
 
@@ -76,7 +80,8 @@ pub fn init_tracing(format: &str) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if format == "json" {
         b.json().init();
     } else {

@@ -1,0 +1,963 @@
+//! The shim process itself (`berth shim ...`): single-threaded, one per container.
+//!
+//! Start: detach (fork once; the first process exits so the engine reaps it at once), become a
+//! child subreaper, bind the control socket, create the container with libcontainer (stdout and
+//! stderr on pipes, or a pty through a console socket with `--tty`), start it, write
+//! `state.json`, report `{"ok":true,"pid":..}` on the readiness pipe.
+//!
+//! Then one `poll(2)` loop over a signalfd (SIGCHLD; SIGTERM/SIGINT/SIGHUP are ignored: the shim
+//! ends with its container), the output pipes, the control socket and its connections.
+//!
+//! Exit: when the init is a zombie (seen with `waitid(WNOWAIT)`, so its pid cannot be reused
+//! while libcontainer looks at it): drain the output, read the OOM-kill counter, delete the
+//! container, reap the init, remove the cgroup directories in every hierarchy, write
+//! `exit.json`, answer the waiters, remove the socket.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, IoSliceMut, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::container::Container;
+use libcontainer::error::LibcontainerError;
+use libcontainer::syscall::syscall::SyscallType;
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, UnixAddr};
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::{ForkResult, Pid};
+use oci_spec::runtime::Spec;
+use time::OffsetDateTime;
+
+use super::{
+    process_start_ticks, socket_path, write_atomic, ExitInfo, Request, Response, ShimArgs,
+    ShimError, StateFile, EXIT_FILE, LOG_FILE, SOCKET_FILE, STATE_FILE,
+};
+use crate::cgroup::{self, CgroupMount};
+use crate::logs::{self, JsonLogWriter, Stream};
+
+/// How long the shim keeps reading output after the init exited (descendants outside the pid
+/// namespace may hold the pipes open).
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
+/// A control connection that sends no complete request within this time is dropped.
+const CONN_TIMEOUT: Duration = Duration::from_secs(5);
+const CONSOLE_SOCKET: &str = "console.sock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("the shim must run single-threaded, found {0} threads")]
+    Threads(usize),
+    #[error("cannot fork the shim")]
+    Fork(#[source] nix::Error),
+    #[error("cannot prepare the shim process")]
+    Setup(#[source] nix::Error),
+    #[error("cannot create directory {path}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot read the spec in {path}")]
+    Spec {
+        path: PathBuf,
+        #[source]
+        source: oci_spec::OciSpecError,
+    },
+    #[error("the spec has no linux.cgroupsPath (the shim needs it to clean up)")]
+    NoCgroupsPath,
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+    #[error("cannot listen on {path}")]
+    Listen {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot open the container log {path}")]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot create a pipe")]
+    Pipe(#[source] nix::Error),
+    #[error("cannot create the container")]
+    Create(#[source] LibcontainerError),
+    #[error("libcontainer reported no init pid")]
+    NoPid,
+    #[error("cannot start the container")]
+    Start(#[source] LibcontainerError),
+    #[error("cannot receive the container's terminal")]
+    Console(#[source] io::Error),
+    #[error("cannot set up signal handling")]
+    Signals(#[source] nix::Error),
+    #[error("cannot wait for events")]
+    Poll(#[source] nix::Error),
+    #[error(transparent)]
+    State(#[from] ShimError),
+}
+
+/// The error and its sources in one line, without repeating a source already in a message.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let m = s.to_string();
+        if !m.is_empty() && !out.contains(&m) {
+            out.push_str(": ");
+            out.push_str(&m);
+        }
+        src = s.source();
+    }
+    out
+}
+
+fn now() -> OffsetDateTime {
+    OffsetDateTime::now_utc()
+}
+
+fn timestamp(t: OffsetDateTime) -> String {
+    logs::rfc3339_nano(t).unwrap_or_default()
+}
+
+/// The readiness pipe: one JSON line, then closed.
+struct Reporter {
+    pipe: Option<File>,
+}
+
+impl Reporter {
+    fn new(fd: Option<RawFd>) -> Self {
+        Reporter {
+            pipe: fd.and_then(adopt_fd).map(File::from),
+        }
+    }
+
+    fn send(&mut self, r: &Response) {
+        if let Some(mut f) = self.pipe.take() {
+            if let Ok(mut line) = serde_json::to_vec(r) {
+                line.push(b'\n');
+                if let Err(e) = f.write_all(&line) {
+                    tracing::warn!(error = %e, "cannot report to the engine");
+                }
+            }
+        }
+    }
+
+    fn fail(&mut self, e: &dyn std::error::Error) {
+        let message = error_chain(e);
+        tracing::error!(error = %message, "container start failed");
+        self.send(&Response {
+            ok: false,
+            error: Some(message),
+            ..Default::default()
+        });
+    }
+}
+
+/// Takes ownership of the inherited readiness pipe (and stops it leaking into the container).
+#[allow(unsafe_code)]
+fn adopt_fd(fd: RawFd) -> Option<OwnedFd> {
+    if fd <= 2 || fcntl(fd, FcntlArg::F_GETFD).is_err() {
+        tracing::warn!(fd, "the readiness fd is not open");
+        return None;
+    }
+    let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+    // SAFETY: `fd` is open (checked above), above the stdio range, and was inherited from the
+    // engine for this purpose only; nothing else in this process owns it, and it is adopted once.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn thread_count() -> usize {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(1)
+}
+
+/// Forks; the parent returns `false` and exits, the child (the shim proper) gets `true`.
+#[allow(unsafe_code)]
+fn daemonize() -> Result<bool, ServerError> {
+    // SAFETY: the process is single-threaded (checked by the caller), so the child may run any
+    // code after fork: no lock can be held by a thread that does not exist in the child.
+    match unsafe { nix::unistd::fork() } {
+        Ok(ForkResult::Parent { .. }) => Ok(false),
+        Ok(ForkResult::Child) => Ok(true),
+        Err(e) => Err(ServerError::Fork(e)),
+    }
+}
+
+/// Sets SIGPIPE's disposition (the shim ignores it, as Rust programs do, to get EPIPE instead).
+#[allow(unsafe_code)]
+fn set_sigpipe(handler: nix::sys::signal::SigHandler) {
+    // SAFETY: only SIG_DFL or SIG_IGN are installed, no handler function runs.
+    if let Err(e) = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, handler) } {
+        tracing::warn!(error = %e, "cannot set SIGPIPE disposition");
+    }
+}
+
+/// The signals this process ignores (the `SigIgn` mask of /proc/self/status).
+fn ignored_signals() -> u64 {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("SigIgn:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The kernel's `struct sigaction` (x86_64 and aarch64 share this layout); all zeroes is
+/// SIG_DFL with no flags and an empty mask.
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Resets every ignored signal to its default: ignored dispositions survive fork and exec, so
+/// whatever the engine (or Rust's runtime, for SIGPIPE) ignores would be ignored in the container.
+/// Raw rt_sigaction(2), because glibc refuses its reserved real-time signals (32, 33).
+#[allow(unsafe_code)]
+fn reset_ignored_signals() {
+    let ignored = ignored_signals();
+    for sig in 1..=64i32 {
+        if ignored & (1u64 << (sig - 1)) == 0 {
+            continue;
+        }
+        let dfl = KernelSigaction {
+            handler: 0,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        // SAFETY: `dfl` is a valid kernel sigaction for the duration of the call, the old-action
+        // pointer is null, and the size is the kernel's sigset size (8 bytes); installing
+        // SIG_DFL runs no code in this process.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &dfl as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            )
+        };
+        if rc != 0 {
+            tracing::warn!(sig, error = %Errno::last(), "cannot reset an ignored signal");
+        }
+    }
+}
+
+/// kill(2) with any signal number (real-time signals included, e.g. STOPSIGNAL SIGRTMIN+3).
+#[allow(unsafe_code)]
+fn send_signal(pid: Pid, signal: i32) -> Result<(), Errno> {
+    // SAFETY: kill(2) takes plain integers and has no memory-safety preconditions.
+    let rc = unsafe { libc::kill(pid.as_raw(), signal) };
+    Errno::result(rc).map(drop)
+}
+
+/// Entry point of `berth shim`. Returns the process exit code.
+pub fn shim_main(args: ShimArgs) -> i32 {
+    let mut reporter = Reporter::new(args.ready_fd);
+    let threads = thread_count();
+    if threads != 1 {
+        reporter.fail(&ServerError::Threads(threads));
+        return 1;
+    }
+    match daemonize() {
+        Ok(false) => return 0,
+        Ok(true) => {}
+        Err(e) => {
+            reporter.fail(&e);
+            return 1;
+        }
+    }
+    let shim = match Shim::start(&args, &mut reporter) {
+        Ok(shim) => shim,
+        Err(e) => {
+            reporter.fail(&e);
+            return 1;
+        }
+    };
+    match shim.run() {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!(error = %error_chain(&e), "shim failed");
+            1
+        }
+    }
+}
+
+fn bind_socket(dir: &Path, name: &str) -> Result<UnixListener, ServerError> {
+    let path = dir.join(name);
+    let _ = fs::remove_file(&path);
+    let listen_err = |source| ServerError::Listen {
+        path: path.clone(),
+        source,
+    };
+    let listener = if name == SOCKET_FILE {
+        let (addr, _dir) = socket_path(dir).map_err(listen_err)?;
+        UnixListener::bind(addr)
+    } else {
+        UnixListener::bind(&path)
+    }
+    .map_err(listen_err)?;
+    listener.set_nonblocking(true).map_err(listen_err)?;
+    Ok(listener)
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> Result<(), ServerError> {
+    let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(ServerError::Pipe)?;
+    let flags = OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK;
+    fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags)).map_err(ServerError::Pipe)?;
+    Ok(())
+}
+
+/// Receives the pty master that libcontainer's init sends over the console socket.
+#[allow(unsafe_code)]
+fn receive_console(listener: &UnixListener) -> Result<OwnedFd, ServerError> {
+    listener
+        .set_nonblocking(false)
+        .map_err(ServerError::Console)?;
+    let (conn, _) = listener.accept().map_err(ServerError::Console)?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(ServerError::Console)?;
+    let mut name = [0u8; 4096];
+    let mut iov = [IoSliceMut::new(&mut name)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<UnixAddr>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .map_err(|e| ServerError::Console(e.into()))?;
+    let cmsgs = msg.cmsgs().map_err(|e| ServerError::Console(e.into()))?;
+    for cmsg in cmsgs {
+        if let ControlMessageOwned::ScmRights(fds) = cmsg {
+            let mut owned = fds.into_iter().map(|fd| {
+                // SAFETY: SCM_RIGHTS installed these descriptors in this process just now;
+                // nothing else refers to them.
+                unsafe { OwnedFd::from_raw_fd(fd) }
+            });
+            if let Some(master) = owned.next() {
+                return Ok(master);
+            }
+        }
+    }
+    Err(ServerError::Console(io::Error::new(
+        io::ErrorKind::InvalidData,
+        "no file descriptor in the console message",
+    )))
+}
+
+struct Conn {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    since: Instant,
+}
+
+/// Whether a parked waiter is still connected (it sends nothing after its request).
+fn waiter_open(stream: &mut UnixStream) -> bool {
+    let mut b = [0u8; 64];
+    match stream.read(&mut b) {
+        Ok(0) => false,
+        Ok(_) => true,
+        Err(e) => matches!(
+            e.kind(),
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+        ),
+    }
+}
+
+fn reply(stream: &mut UnixStream, r: &Response) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    if let Ok(mut line) = serde_json::to_vec(r) {
+        line.push(b'\n');
+        let _ = stream.write_all(&line);
+    }
+}
+
+/// An output source of the container: a pipe (stdout/stderr) or the pty master.
+struct Output {
+    fd: OwnedFd,
+    stream: Stream,
+}
+
+struct Shim {
+    id: String,
+    state_dir: PathBuf,
+    container_root: PathBuf,
+    container: Container,
+    init: Pid,
+    cgroups_path: PathBuf,
+    mounts: Vec<CgroupMount>,
+    log: JsonLogWriter<File>,
+    outputs: Vec<Output>,
+    listener: UnixListener,
+    conns: Vec<Conn>,
+    waiters: Vec<UnixStream>,
+    sigfd: SignalFd,
+    started_at: String,
+}
+
+impl Shim {
+    fn start(args: &ShimArgs, reporter: &mut Reporter) -> Result<Shim, ServerError> {
+        nix::unistd::chdir("/").map_err(ServerError::Setup)?;
+        nix::sys::prctl::set_child_subreaper(true).map_err(ServerError::Setup)?;
+        for dir in [&args.state, &args.root] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| ServerError::Dir {
+                    path: dir.clone(),
+                    source,
+                })?;
+        }
+        let spec_path = args.bundle.join("config.json");
+        let spec = Spec::load(&spec_path).map_err(|source| ServerError::Spec {
+            path: spec_path,
+            source,
+        })?;
+        let cgroups_path = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().clone())
+            .ok_or(ServerError::NoCgroupsPath)?;
+        cgroup::relative_path(&cgroups_path)?;
+        let mounts = cgroup::mounts()?;
+
+        let listener = bind_socket(&args.state, SOCKET_FILE)?;
+        let log_path = args.state.join(LOG_FILE);
+        let log_file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o640)
+            .open(&log_path)
+            .map_err(|source| ServerError::Log {
+                path: log_path,
+                source,
+            })?;
+
+        let mut builder = ContainerBuilder::new(args.id.clone(), SyscallType::Linux)
+            .with_root_path(&args.root)
+            .map_err(ServerError::Create)?
+            .validate_id()
+            .map_err(ServerError::Create)?;
+        let mut outputs = Vec::new();
+        let console = if args.tty {
+            let l = bind_socket(&args.state, CONSOLE_SOCKET)?;
+            builder = builder.with_console_socket(Some(args.state.join(CONSOLE_SOCKET)));
+            Some(l)
+        } else {
+            let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ServerError::Pipe)?;
+            let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ServerError::Pipe)?;
+            outputs.push(Output {
+                fd: out_r,
+                stream: Stream::Stdout,
+            });
+            outputs.push(Output {
+                fd: err_r,
+                stream: Stream::Stderr,
+            });
+            builder = builder.with_stdout(out_w).with_stderr(err_w);
+            None
+        };
+
+        reset_ignored_signals();
+        let built = builder
+            .as_init(&args.bundle)
+            .with_systemd(false)
+            .with_detach(true)
+            .build();
+        set_sigpipe(nix::sys::signal::SigHandler::SigIgn);
+        // The builder owned the write ends of the pipes; they are closed now, so EOF on a pipe
+        // means every process of the container closed it.
+        let container_root = args.root.join(&args.id);
+        let mut container = match built {
+            Ok(c) => c,
+            Err(e) => {
+                cleanup_cgroups(&mounts, &cgroups_path);
+                return Err(ServerError::Create(e));
+            }
+        };
+        let Some(init) = container.pid() else {
+            let _ = container.delete(true);
+            cleanup_cgroups(&mounts, &cgroups_path);
+            return Err(ServerError::NoPid);
+        };
+
+        let abort = |container: &mut Container, e: ServerError| {
+            if let Err(err) = container.delete(true) {
+                tracing::warn!(error = %error_chain(&err), "cannot delete the failed container");
+            }
+            let _ = waitpid(init, None);
+            cleanup_cgroups(&mounts, &cgroups_path);
+            let _ = fs::remove_dir_all(&container_root);
+            e
+        };
+
+        if let Some(l) = &console {
+            match receive_console(l) {
+                Ok(master) => outputs.push(Output {
+                    fd: master,
+                    stream: Stream::Stdout,
+                }),
+                Err(e) => return Err(abort(&mut container, e)),
+            }
+        }
+        drop(console);
+        let _ = fs::remove_file(args.state.join(CONSOLE_SOCKET));
+        for o in &outputs {
+            if let Err(e) = set_nonblocking(&o.fd) {
+                return Err(abort(&mut container, e));
+            }
+        }
+
+        if let Err(e) = container.start() {
+            return Err(abort(&mut container, ServerError::Start(e)));
+        }
+        let started_at = timestamp(now());
+
+        // SIGCHLD (and the signals the shim ignores) through a signalfd from now on. Blocked only
+        // after the container exists: blocked signals are inherited across fork and exec.
+        let mut mask = SigSet::empty();
+        for s in [
+            Signal::SIGCHLD,
+            Signal::SIGTERM,
+            Signal::SIGINT,
+            Signal::SIGHUP,
+        ] {
+            mask.add(s);
+        }
+        let sigfd = match mask.thread_block().and_then(|()| {
+            SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        }) {
+            Ok(fd) => fd,
+            Err(e) => return Err(abort(&mut container, ServerError::Signals(e))),
+        };
+
+        let shim_pid = nix::unistd::getpid().as_raw();
+        let state = StateFile {
+            id: args.id.clone(),
+            pid: init.as_raw(),
+            shim_pid,
+            shim_start_ticks: process_start_ticks(shim_pid).unwrap_or(0),
+            init_start_ticks: process_start_ticks(init.as_raw()).unwrap_or(0),
+            started_at: started_at.clone(),
+        };
+        let written = serde_json::to_vec(&state)
+            .map_err(|e| ShimError::Write {
+                path: args.state.join(STATE_FILE),
+                source: io::Error::other(e),
+            })
+            .and_then(|b| write_atomic(&args.state, STATE_FILE, &b));
+        if let Err(e) = written {
+            return Err(abort(&mut container, e.into()));
+        }
+
+        tracing::info!(id = %args.id, pid = init.as_raw(), "container started");
+        reporter.send(&Response {
+            ok: true,
+            pid: Some(init.as_raw()),
+            shim_pid: Some(shim_pid),
+            ..Default::default()
+        });
+
+        Ok(Shim {
+            id: args.id.clone(),
+            state_dir: args.state.clone(),
+            container_root,
+            container,
+            init,
+            cgroups_path,
+            mounts,
+            log: JsonLogWriter::new(log_file),
+            outputs,
+            listener,
+            conns: Vec::new(),
+            waiters: Vec::new(),
+            sigfd,
+            started_at,
+        })
+    }
+
+    /// The event loop; returns once the container exited and everything is cleaned up.
+    fn run(mut self) -> Result<(), ServerError> {
+        let mut exited = self.check_children();
+        while exited.is_none() {
+            let timeout = if self.conns.is_empty() {
+                PollTimeout::NONE
+            } else {
+                PollTimeout::from(1000u16)
+            };
+            let revents = {
+                let mut fds = vec![
+                    PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
+                    PollFd::new(self.listener.as_fd(), PollFlags::POLLIN),
+                ];
+                fds.extend(
+                    self.outputs
+                        .iter()
+                        .map(|o| PollFd::new(o.fd.as_fd(), PollFlags::POLLIN)),
+                );
+                fds.extend(
+                    self.conns
+                        .iter()
+                        .map(|c| PollFd::new(c.stream.as_fd(), PollFlags::POLLIN)),
+                );
+                fds.extend(
+                    self.waiters
+                        .iter()
+                        .map(|w| PollFd::new(w.as_fd(), PollFlags::POLLIN)),
+                );
+                match poll(&mut fds, timeout) {
+                    Ok(_) => {}
+                    Err(Errno::EINTR) => continue,
+                    Err(e) => return Err(ServerError::Poll(e)),
+                }
+                fds.iter()
+                    .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+                    .collect::<Vec<_>>()
+            };
+            let ready = |i: usize| !revents[i].is_empty();
+            let n_out = self.outputs.len();
+
+            // Output first, so lines written just before an exit are in the log.
+            for i in (0..n_out).rev() {
+                if ready(2 + i) {
+                    self.read_output(i);
+                }
+            }
+            let n_conns = self.conns.len();
+            // A waiter that hung up (its wait timed out) is dropped, so repeated short waits do
+            // not pile up sockets in a long-lived shim.
+            for i in (0..self.waiters.len()).rev() {
+                if ready(2 + n_out + n_conns + i) && !waiter_open(&mut self.waiters[i]) {
+                    self.waiters.remove(i);
+                }
+            }
+            for i in (0..n_conns).rev() {
+                if ready(2 + n_out + i) {
+                    self.read_conn(i);
+                }
+            }
+            self.conns.retain(|c| c.since.elapsed() < CONN_TIMEOUT);
+            if ready(1) {
+                self.accept();
+            }
+            if ready(0) {
+                while let Ok(Some(info)) = self.sigfd.read_signal() {
+                    if info.ssi_signo != libc::SIGCHLD as u32 {
+                        tracing::info!(
+                            signal = info.ssi_signo,
+                            "ignoring signal (the shim ends with its container)"
+                        );
+                    }
+                }
+                exited = self.check_children();
+            }
+        }
+        let finished_at = now();
+        match exited {
+            Some(status) => self.finish(status, finished_at),
+            None => Ok(()),
+        }
+    }
+
+    /// Reaps children other than the init; returns the init's status once it is a zombie
+    /// (left unreaped, so its pid stays reserved).
+    fn check_children(&mut self) -> Option<WaitStatus> {
+        loop {
+            let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+            match waitid(Id::All, flags) {
+                Ok(WaitStatus::StillAlive) | Err(_) => return None,
+                Ok(status) => match status.pid() {
+                    Some(pid) if pid == self.init => return Some(status),
+                    Some(pid) => {
+                        let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
+                    }
+                    None => return None,
+                },
+            }
+        }
+    }
+
+    /// Reads what is available on output `i`; drops it at EOF (or EIO: the pty's other side
+    /// is closed).
+    fn read_output(&mut self, i: usize) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let res = nix::unistd::read(self.outputs[i].fd.as_raw_fd(), &mut buf);
+            match res {
+                Ok(0) | Err(Errno::EIO) => {
+                    let o = self.outputs.remove(i);
+                    if let Err(e) = self.log.finish(o.stream, now()) {
+                        tracing::warn!(error = %error_chain(&e), "cannot write the container log");
+                    }
+                    return;
+                }
+                Ok(n) => {
+                    let stream = self.outputs[i].stream;
+                    if let Err(e) = self.log.write(stream, &buf[..n], now()) {
+                        tracing::warn!(error = %error_chain(&e), "cannot write the container log");
+                    }
+                    if n < buf.len() {
+                        return;
+                    }
+                }
+                Err(Errno::EINTR) => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    if stream.set_nonblocking(true).is_ok() {
+                        self.conns.push(Conn {
+                            stream,
+                            buf: Vec::new(),
+                            since: Instant::now(),
+                        });
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    fn read_conn(&mut self, i: usize) {
+        let mut chunk = [0u8; 1024];
+        let conn = &mut self.conns[i];
+        match conn.stream.read(&mut chunk) {
+            Ok(0) => {
+                self.conns.remove(i);
+                return;
+            }
+            Ok(n) => conn.buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
+            Err(_) => {
+                self.conns.remove(i);
+                return;
+            }
+        }
+        let Some(end) = conn.buf.iter().position(|&b| b == b'\n') else {
+            if conn.buf.len() > 64 * 1024 {
+                self.conns.remove(i);
+            }
+            return;
+        };
+        let mut conn = self.conns.remove(i);
+        let request: Result<Request, _> = serde_json::from_slice(&conn.buf[..end]);
+        match request {
+            Ok(Request::Kill { signal }) => {
+                // The init is not reaped before the loop ends, so its pid is still its own.
+                let r = match send_signal(self.init, signal) {
+                    Ok(()) => Response {
+                        ok: true,
+                        ..Default::default()
+                    },
+                    Err(Errno::ESRCH) => Response {
+                        ok: false,
+                        not_running: true,
+                        error: Some("the container is not running".into()),
+                        ..Default::default()
+                    },
+                    Err(e) => Response {
+                        ok: false,
+                        error: Some(format!("cannot send signal {signal}: {e}")),
+                        ..Default::default()
+                    },
+                };
+                tracing::debug!(signal, ok = r.ok, "kill request");
+                reply(&mut conn.stream, &r);
+            }
+            Ok(Request::State) => reply(
+                &mut conn.stream,
+                &Response {
+                    ok: true,
+                    pid: Some(self.init.as_raw()),
+                    shim_pid: Some(nix::unistd::getpid().as_raw()),
+                    ..Default::default()
+                },
+            ),
+            Ok(Request::Wait) => self.waiters.push(conn.stream),
+            Err(e) => reply(
+                &mut conn.stream,
+                &Response {
+                    ok: false,
+                    error: Some(format!("invalid request: {e}")),
+                    ..Default::default()
+                },
+            ),
+        }
+    }
+
+    /// Reads the remaining output until every writer closed it or [`DRAIN_TIMEOUT`] passed.
+    fn drain_outputs(&mut self) {
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while !self.outputs.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+            let revents = {
+                let mut fds: Vec<PollFd> = self
+                    .outputs
+                    .iter()
+                    .map(|o| PollFd::new(o.fd.as_fd(), PollFlags::POLLIN))
+                    .collect();
+                match poll(&mut fds, PollTimeout::from(ms)) {
+                    Ok(_) | Err(Errno::EINTR) => {}
+                    Err(_) => break,
+                }
+                fds.iter()
+                    .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+                    .collect::<Vec<_>>()
+            };
+            for i in (0..revents.len()).rev() {
+                if !revents[i].is_empty() {
+                    self.read_output(i);
+                }
+            }
+        }
+        for o in std::mem::take(&mut self.outputs) {
+            if let Err(e) = self.log.finish(o.stream, now()) {
+                tracing::warn!(error = %error_chain(&e), "cannot write the container log");
+            }
+        }
+    }
+
+    fn finish(
+        mut self,
+        status: WaitStatus,
+        finished_at: OffsetDateTime,
+    ) -> Result<(), ServerError> {
+        self.drain_outputs();
+        let oom_killed = match cgroup::oom_kill_count(&self.mounts, &self.cgroups_path) {
+            Ok(n) => n.unwrap_or(0) > 0,
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "cannot read the OOM-kill counter");
+                false
+            }
+        };
+        // The init is a zombie: libcontainer sees it stopped, and its pid is not reused yet.
+        if let Err(e) = self.container.delete(true) {
+            tracing::warn!(error = %error_chain(&e), "cannot delete the container");
+        }
+        let _ = waitpid(self.init, None);
+        while let Ok(s) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            if s == WaitStatus::StillAlive {
+                break;
+            }
+        }
+        cleanup_cgroups(&self.mounts, &self.cgroups_path);
+        if self.container_root.exists() {
+            if let Err(e) = fs::remove_dir_all(&self.container_root) {
+                tracing::warn!(error = %e, dir = %self.container_root.display(), "cannot remove the container's runtime state");
+            }
+        }
+
+        let (exit_code, signal) = match status {
+            WaitStatus::Exited(_, code) => (code, None),
+            WaitStatus::Signaled(_, sig, _) => (128 + sig as i32, Some(sig as i32)),
+            _ => (255, None),
+        };
+        let exit = ExitInfo {
+            exit_code,
+            signal,
+            oom_killed,
+            started_at: self.started_at.clone(),
+            finished_at: timestamp(finished_at),
+        };
+        let bytes = serde_json::to_vec(&exit).map_err(|e| ShimError::Write {
+            path: self.state_dir.join(EXIT_FILE),
+            source: io::Error::other(e),
+        })?;
+        write_atomic(&self.state_dir, EXIT_FILE, &bytes)?;
+        tracing::info!(id = %self.id, exit_code, ?signal, oom_killed, "container exited");
+
+        let answer = Response {
+            ok: true,
+            exit: Some(exit),
+            ..Default::default()
+        };
+        for mut w in std::mem::take(&mut self.waiters) {
+            reply(&mut w, &answer);
+        }
+        // Requests that arrived meanwhile: waits get the exit, kills "not running".
+        self.accept();
+        for mut c in std::mem::take(&mut self.conns) {
+            let _ = c.stream.set_nonblocking(false);
+            let _ = c.stream.set_read_timeout(Some(Duration::from_millis(100)));
+            let mut rest = [0u8; 1024];
+            while !c.buf.contains(&b'\n') {
+                match c.stream.read(&mut rest) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => c.buf.extend_from_slice(&rest[..n]),
+                }
+            }
+            let end = c
+                .buf
+                .iter()
+                .position(|&b| b == b'\n')
+                .unwrap_or(c.buf.len());
+            let r = match serde_json::from_slice::<Request>(&c.buf[..end]) {
+                Ok(Request::Wait) => answer.clone(),
+                _ => Response {
+                    ok: false,
+                    not_running: true,
+                    error: Some("the container is not running".into()),
+                    exit: answer.exit.clone(),
+                    ..Default::default()
+                },
+            };
+            reply(&mut c.stream, &r);
+        }
+        let _ = fs::remove_file(self.state_dir.join(SOCKET_FILE));
+        Ok(())
+    }
+}
+
+fn cleanup_cgroups(mounts: &[CgroupMount], cgroups_path: &Path) {
+    if let Err(e) = cgroup::remove_all(mounts, cgroups_path) {
+        tracing::warn!(error = %error_chain(&e), "cgroup directories left behind");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_skips_repeated_sources() {
+        let inner = io::Error::other("boom");
+        let e = ServerError::Log {
+            path: PathBuf::from("/x"),
+            source: inner,
+        };
+        assert_eq!(error_chain(&e), "cannot open the container log /x: boom");
+    }
+}
