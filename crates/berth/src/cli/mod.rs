@@ -1,5 +1,8 @@
-//! The command line: `berth serve`, `berth registry [gc|user|repo]`.
+//! The command line: `berth serve`, `berth registry [gc|user|repo]`, images and containers
+//! (`berth image import`, `images`, `rmi`, `run`, `ps`, `logs`, `stop`, `kill`, `rm`, `inspect`).
 
+mod container;
+mod image;
 mod registry;
 mod serve;
 
@@ -28,6 +31,26 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Run the OCI registry alone (with the ECR API on the same port), or manage one.
     Registry(registry::RegistryArgs),
+    /// Manage images (import; pull/push come in a later release).
+    Image(image::ImageArgs),
+    /// List images.
+    Images(image::ImagesArgs),
+    /// Remove images.
+    Rmi(image::RmiArgs),
+    /// Run a command in a new container (its exit code becomes berth's).
+    Run(container::RunArgs),
+    /// List containers.
+    Ps(container::PsArgs),
+    /// Show a container's output.
+    Logs(container::LogsArgs),
+    /// Stop containers (stop signal, then SIGKILL after the timeout).
+    Stop(container::StopArgs),
+    /// Send a signal to containers.
+    Kill(container::KillArgs),
+    /// Remove containers.
+    Rm(container::RmArgs),
+    /// Show containers or images as JSON.
+    Inspect(container::InspectArgs),
     /// Internal: the per-container shim the engine starts (runs without the async runtime).
     #[command(hide = true)]
     Shim(berth_runtime::shim::ShimArgs),
@@ -71,13 +94,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Command::Serve(a) => serve::serve(a).await,
         Command::Registry(a) => registry::run(a).await,
+        Command::Image(a) => image::run(a).await,
+        Command::Images(a) => image::images(a).await,
+        Command::Rmi(a) => image::rmi(a).await,
+        Command::Run(a) => {
+            let code = container::run(a).await?;
+            if code != 0 {
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                std::process::exit(code);
+            }
+            Ok(())
+        }
+        Command::Ps(a) => container::ps(a).await,
+        Command::Logs(a) => container::logs(a).await,
+        Command::Stop(a) => container::stop(a).await,
+        Command::Kill(a) => container::kill(a).await,
+        Command::Rm(a) => container::rm(a).await,
+        Command::Inspect(a) => container::inspect(a).await,
         Command::Shim(_) => anyhow::bail!("`berth shim` must run before the async runtime starts"),
     }
 }
 
 pub fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // libcontainer logs from the container's init before exec, whose stderr is already
+        // the container's: keep its expected warnings (e.g. syscalls this libseccomp does not
+        // know) out of container output unless RUST_LOG asks for them.
+        .unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,libcontainer=error,libcgroups=error")
+        });
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,0 +1,740 @@
+//! Containers: create + start (`berth run`), list, logs, stop, kill, remove.
+//!
+//! A container is the directory `containers/<id>/`; its state comes from the shim's state
+//! directory (`state/`), so any process can read it back.
+
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_oci::layer::{apply_layer, ApplyOptions, WhiteoutMode};
+use berth_oci::Digest;
+use berth_runtime::shim::{self, ContainerStatus, ExitInfo, ShimError, ShimRequest};
+use berth_runtime::spec::{build_spec, HostInfo, NetMode, RootfsUserDb, RunOptions, SpecError};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::image::{ImageError, ResolvedImage};
+use crate::overlay::{self, MountError};
+use crate::{fsutil, Engine};
+
+const RECORD: &str = "config.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error("no such container: {0}")]
+    NotFound(String),
+    #[error("container reference {0} is ambiguous")]
+    Ambiguous(String),
+    #[error("invalid container name {0:?}, only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
+    InvalidName(String),
+    #[error("the container name {name:?} is already in use by container {id}")]
+    NameInUse { name: String, id: String },
+    #[error("you cannot remove a running container {0}: stop the container before removing or force remove")]
+    Running(String),
+    #[error("container {0} is not running")]
+    NotRunning(String),
+    #[error("cannot {what} {path}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot unpack layer {digest}")]
+    Unpack {
+        digest: String,
+        #[source]
+        source: berth_oci::store::StoreError,
+    },
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("cannot write the runtime spec")]
+    SaveSpec(#[source] oci_spec::OciSpecError),
+    #[error("invalid container record {path}")]
+    Record {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The container's process could not be started; `exit_code` is Docker's (127: command
+    /// not found, 126: not executable, 125: anything else).
+    #[error("failed to start container {id}: {message}")]
+    StartFailed {
+        id: String,
+        message: String,
+        exit_code: i32,
+    },
+    #[error(transparent)]
+    Shim(#[from] ShimError),
+}
+
+impl ContainerError {
+    /// The exit code `berth run` reports for this error (Docker's convention).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ContainerError::StartFailed { exit_code, .. } => *exit_code,
+            _ => 125,
+        }
+    }
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ContainerError + 'a {
+    move |source| ContainerError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// `--network` values available so far (bridge networks come with the network service).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// A fresh network namespace with only loopback (Docker's `none`).
+    #[default]
+    None,
+    /// The host's network namespace.
+    Host,
+}
+
+/// What `berth run` asks for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub image: String,
+    /// Command after the image (empty: the image's).
+    pub cmd: Vec<String>,
+    pub name: Option<String>,
+    /// `-e` entries (`K=V`; a bare `K` unsets).
+    pub env: Vec<String>,
+    pub network: Network,
+    pub memory: Option<i64>,
+    pub cpus: Option<f64>,
+    pub pids_limit: Option<i64>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    /// `--entrypoint` (`Some("")` drops the image's entrypoint).
+    pub entrypoint: Option<String>,
+    pub hostname: Option<String>,
+    /// `--rm` (carried out by the foreground `berth run`).
+    pub auto_remove: bool,
+}
+
+/// `containers/<id>/config.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub name: String,
+    /// The image as the user named it.
+    pub image: String,
+    /// The image id (config digest).
+    pub image_id: Digest,
+    pub manifest_digest: Digest,
+    pub created: String,
+    /// The process as built: args, env, cwd, user.
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: String,
+    pub user: String,
+    pub hostname: String,
+    pub stop_signal: i32,
+    pub options: RunSpec,
+}
+
+/// The state of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ContainerState {
+    /// Created, never started (or its start failed).
+    Created,
+    Running {
+        pid: i32,
+    },
+    Exited(ExitInfo),
+    /// The shim is gone without an exit status.
+    Lost {
+        pid: i32,
+    },
+}
+
+impl ContainerState {
+    /// Docker's `State.Status`.
+    pub fn status(&self) -> &'static str {
+        match self {
+            ContainerState::Created => "created",
+            ContainerState::Running { .. } => "running",
+            ContainerState::Exited(_) => "exited",
+            ContainerState::Lost { .. } => "dead",
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        matches!(self, ContainerState::Running { .. })
+    }
+}
+
+/// A container and its state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerInfo {
+    pub record: ContainerRecord,
+    pub state: ContainerState,
+    /// When the container's process started (RFC 3339), once it did.
+    pub started_at: Option<String>,
+}
+
+/// One json-file log line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    pub log: String,
+    pub stream: String,
+    pub time: String,
+}
+
+/// Reads `container.log` incrementally (complete lines only).
+#[derive(Debug)]
+pub struct LogReader {
+    path: PathBuf,
+    offset: u64,
+    partial: Vec<u8>,
+}
+
+impl LogReader {
+    pub fn new(path: PathBuf) -> Self {
+        LogReader {
+            path,
+            offset: 0,
+            partial: Vec::new(),
+        }
+    }
+
+    /// The entries appended since the last call.
+    pub fn read_new(&mut self) -> io::Result<Vec<LogEntry>> {
+        let mut file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        file.seek(SeekFrom::Start(self.offset))?;
+        let mut buf = Vec::new();
+        let n = file.read_to_end(&mut buf)?;
+        self.offset += n as u64;
+        self.partial.extend_from_slice(&buf);
+        let Some(last) = self.partial.iter().rposition(|&b| b == b'\n') else {
+            return Ok(Vec::new());
+        };
+        let complete: Vec<u8> = self.partial.drain(..=last).collect();
+        Ok(complete
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| serde_json::from_slice(l).ok())
+            .collect())
+    }
+}
+
+/// Docker's rule for names: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() >= 2
+        && chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+const ADJECTIVES: &[&str] = &[
+    "brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
+    "nifty", "proud", "quiet", "sharp", "swift", "tender", "vivid", "witty", "zealous", "bold",
+];
+const NOUNS: &[&str] = &[
+    "anchor", "buoy", "cove", "dock", "ferry", "harbor", "jetty", "keel", "mast", "pier", "quay",
+    "rudder", "sail", "tide", "wharf", "hull", "bow", "stern", "cargo", "crane",
+];
+
+fn generate_name() -> String {
+    let mut rng = rand::thread_rng();
+    let a = ADJECTIVES[(rng.next_u32() as usize) % ADJECTIVES.len()];
+    let n = NOUNS[(rng.next_u32() as usize) % NOUNS.len()];
+    format!("{a}_{n}")
+}
+
+fn generate_id() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// Docker's exit code for a start failure, from the runtime's message.
+fn start_exit_code(message: &str) -> i32 {
+    let m = message.to_ascii_lowercase();
+    if m.contains("permission denied") || m.contains("not executable") {
+        126
+    } else if m.contains("not found") || m.contains("no such file") {
+        127
+    } else {
+        125
+    }
+}
+
+impl Engine {
+    fn containers_dir(&self) -> PathBuf {
+        self.root.join("containers")
+    }
+
+    /// `containers/<id>/`.
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.containers_dir().join(id)
+    }
+
+    /// The shim's state directory of a container.
+    pub fn state_dir(&self, id: &str) -> PathBuf {
+        self.container_dir(id).join("state")
+    }
+
+    /// The json-file log of a container.
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.state_dir(id).join(shim::LOG_FILE)
+    }
+
+    fn read_record(&self, id: &str) -> Result<ContainerRecord, ContainerError> {
+        let path = self.container_dir(id).join(RECORD);
+        let data = fs::read(&path).map_err(io_err("read", &path))?;
+        serde_json::from_slice(&data).map_err(|source| ContainerError::Record { path, source })
+    }
+
+    fn records(&self) -> Result<Vec<ContainerRecord>, ContainerError> {
+        let dir = self.containers_dir();
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err("read", &dir))? {
+            let entry = entry.map_err(io_err("read", &dir))?;
+            let Some(id) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            match self.read_record(&id) {
+                Ok(r) => out.push(r),
+                // Being created or removed right now.
+                Err(ContainerError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        out.sort_by(|a, b| b.created.cmp(&a.created));
+        Ok(out)
+    }
+
+    /// (container id, manifest digest) of every container, for `rmi`.
+    pub(crate) fn container_images(&self) -> io::Result<Vec<(String, Digest)>> {
+        self.records()
+            .map(|rs| rs.into_iter().map(|r| (r.id, r.manifest_digest)).collect())
+            .map_err(io::Error::other)
+    }
+
+    fn state_of(&self, id: &str) -> Result<ContainerState, ContainerError> {
+        match shim::status(&self.state_dir(id)) {
+            Ok(ContainerStatus::Running { pid }) => Ok(ContainerState::Running { pid }),
+            Ok(ContainerStatus::Exited(e)) => Ok(ContainerState::Exited(e)),
+            Ok(ContainerStatus::Lost { pid }) => Ok(ContainerState::Lost { pid }),
+            Err(ShimError::NoState(_)) => Ok(ContainerState::Created),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every container (`all`: stopped ones too), newest first.
+    pub fn containers(&self, all: bool) -> Result<Vec<ContainerInfo>, ContainerError> {
+        let mut out = Vec::new();
+        for record in self.records()? {
+            let info = self.info(record)?;
+            if all || info.state.is_running() {
+                out.push(info);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A container by full id, name or unique id prefix.
+    pub fn container(&self, query: &str) -> Result<ContainerInfo, ContainerError> {
+        let records = self.records()?;
+        let found = if let Some(r) = records.iter().find(|r| r.id == query || r.name == query) {
+            r.clone()
+        } else {
+            let mut matches = records
+                .iter()
+                .filter(|r| !query.is_empty() && r.id.starts_with(query));
+            let first = matches
+                .next()
+                .ok_or_else(|| ContainerError::NotFound(query.to_string()))?;
+            if matches.next().is_some() {
+                return Err(ContainerError::Ambiguous(query.to_string()));
+            }
+            first.clone()
+        };
+        self.info(found)
+    }
+
+    fn info(&self, record: ContainerRecord) -> Result<ContainerInfo, ContainerError> {
+        let state = self.state_of(&record.id)?;
+        let started_at = match &state {
+            ContainerState::Exited(e) => Some(e.started_at.clone()),
+            ContainerState::Created => None,
+            _ => shim::read_state(&self.state_dir(&record.id))?.map(|s| s.started_at),
+        };
+        Ok(ContainerInfo {
+            record,
+            state,
+            started_at,
+        })
+    }
+
+    /// Unpacks the image's layers into snapshots (once), returning them top-down.
+    fn prepare_layers(&self, image: &ResolvedImage) -> Result<Vec<PathBuf>, ContainerError> {
+        let mut lower = Vec::with_capacity(image.layers.len());
+        for layer in &image.layers {
+            let prepared = self
+                .store
+                .prepare_snapshot(&layer.chain_id, |dir| {
+                    let blob = self.store.open(&layer.digest)?;
+                    let mut opts = ApplyOptions::new(WhiteoutMode::Overlay);
+                    opts.media_type = Some(layer.media_type.clone());
+                    opts.expected_digest = Some(layer.digest.clone());
+                    opts.expected_diff_id = Some(layer.diff_id.clone());
+                    opts.expected_size = Some(layer.size);
+                    apply_layer(io::BufReader::new(blob), dir, &opts)
+                        .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+                })
+                .map_err(|source| ContainerError::Unpack {
+                    digest: layer.digest.to_string(),
+                    source,
+                })?;
+            lower.push(prepared.path);
+        }
+        lower.reverse();
+        Ok(lower)
+    }
+
+    /// Creates and starts a container; returns its record once its process runs.
+    /// On any failure nothing is left behind (no mount, no directory).
+    pub fn run(&self, spec: &RunSpec) -> Result<ContainerRecord, ContainerError> {
+        let image = self.resolve_image(&spec.image)?;
+        let id = generate_id();
+        let dir = self.container_dir(&id);
+        let name = {
+            let _lock = self.lock().map_err(io_err("lock", &self.root))?;
+            let records = self.records()?;
+            let name = match &spec.name {
+                Some(n) => {
+                    let n = n.strip_prefix('/').unwrap_or(n);
+                    if !valid_name(n) {
+                        return Err(ContainerError::InvalidName(n.to_string()));
+                    }
+                    if let Some(r) = records.iter().find(|r| r.name == n) {
+                        return Err(ContainerError::NameInUse {
+                            name: n.to_string(),
+                            id: r.id.clone(),
+                        });
+                    }
+                    n.to_string()
+                }
+                None => loop {
+                    let n = generate_name();
+                    if !records.iter().any(|r| r.name == n) {
+                        break n;
+                    }
+                    let n = format!("{n}_{}", &generate_id()[..6]);
+                    if !records.iter().any(|r| r.name == n) {
+                        break n;
+                    }
+                },
+            };
+            // The directory claims the name (records() lists it once config.json is there).
+            fs::create_dir_all(&dir).map_err(io_err("create", &dir))?;
+            let placeholder = ContainerRecord {
+                id: id.clone(),
+                name: name.clone(),
+                image: spec.image.clone(),
+                image_id: image.id.clone(),
+                manifest_digest: image.manifest_digest.clone(),
+                created: fsutil::now(),
+                args: Vec::new(),
+                env: Vec::new(),
+                working_dir: String::new(),
+                user: String::new(),
+                hostname: String::new(),
+                stop_signal: libc::SIGTERM,
+                options: spec.clone(),
+            };
+            if let Err(e) = self.write_record(&placeholder) {
+                let _ = fs::remove_dir_all(&dir);
+                return Err(e);
+            }
+            name
+        };
+        match self.create_and_start(&id, &name, spec, &image) {
+            Ok(record) => Ok(record),
+            Err(e) => {
+                if let Err(cleanup) = self.cleanup(&id) {
+                    tracing::warn!(%id, error = %cleanup, "cleanup after a failed start");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn write_record(&self, record: &ContainerRecord) -> Result<(), ContainerError> {
+        let path = self.container_dir(&record.id).join(RECORD);
+        let data = serde_json::to_vec_pretty(record).map_err(|source| ContainerError::Record {
+            path: path.clone(),
+            source,
+        })?;
+        fsutil::write_atomic(&path, &data).map_err(io_err("write", &path))
+    }
+
+    fn create_and_start(
+        &self,
+        id: &str,
+        name: &str,
+        spec: &RunSpec,
+        image: &ResolvedImage,
+    ) -> Result<ContainerRecord, ContainerError> {
+        let dir = self.container_dir(id);
+        let lower = self.prepare_layers(image)?;
+        let (upper, work, rootfs, bundle) = (
+            dir.join("upper"),
+            dir.join("work"),
+            dir.join("rootfs"),
+            dir.join("bundle"),
+        );
+        for d in [&upper, &work, &rootfs, &bundle] {
+            fs::create_dir_all(d).map_err(io_err("create", d))?;
+        }
+        fs::set_permissions(&upper, fs::Permissions::from_mode(0o755))
+            .map_err(io_err("chmod", &upper))?;
+        overlay::mount_overlay(&lower, &upper, &work, &rootfs)?;
+
+        let hostname = match (&spec.hostname, spec.network) {
+            (Some(h), _) => h.clone(),
+            (None, Network::Host) => nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_default(),
+            (None, Network::None) => id[..12].to_string(),
+        };
+        let opts = RunOptions {
+            hostname: hostname.clone(),
+            env: spec.env.clone(),
+            cmd: spec.cmd.clone(),
+            entrypoint: spec.entrypoint.as_ref().map(|e| {
+                if e.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![e.clone()]
+                }
+            }),
+            user: spec.user.clone(),
+            workdir: spec.workdir.clone(),
+            cpus: spec.cpus,
+            memory: spec.memory,
+            pids_limit: spec.pids_limit,
+            network: match spec.network {
+                Network::None => NetMode::NewNs,
+                Network::Host => NetMode::Host,
+            },
+            cgroups_path: format!("/berth/{id}"),
+            ..RunOptions::default()
+        };
+        let built = build_spec(
+            &image.config,
+            &opts,
+            &rootfs,
+            &RootfsUserDb::new(&rootfs),
+            &HostInfo::detect(),
+        )?;
+        let process = built.spec.process().clone().unwrap_or_default();
+        let cwd = process.cwd().clone();
+        // The working directory must exist; Docker creates it owned by the user.
+        if let Ok(path) = berth_runtime::spec::user::resolve_in_root(&rootfs, Path::new(&cwd)) {
+            if !path.exists() {
+                fs::create_dir_all(&path).map_err(io_err("create", &path))?;
+                chown(&path, Some(built.user.uid), Some(built.user.gid))
+                    .map_err(io_err("chown", &path))?;
+            }
+        }
+        built
+            .spec
+            .save(bundle.join("config.json"))
+            .map_err(ContainerError::SaveSpec)?;
+        let record = ContainerRecord {
+            id: id.to_string(),
+            name: name.to_string(),
+            image: spec.image.clone(),
+            image_id: image.id.clone(),
+            manifest_digest: image.manifest_digest.clone(),
+            created: fsutil::now(),
+            args: process.args().clone().unwrap_or_default(),
+            env: process.env().clone().unwrap_or_default(),
+            working_dir: cwd.display().to_string(),
+            user: spec
+                .user
+                .clone()
+                .or_else(|| {
+                    image
+                        .config
+                        .config()
+                        .as_ref()
+                        .and_then(|c| c.user().clone())
+                })
+                .unwrap_or_default(),
+            hostname,
+            stop_signal: built.stop_signal,
+            options: spec.clone(),
+        };
+        self.write_record(&record)?;
+
+        let req = ShimRequest::new(id, &bundle, self.state_dir(id), self.root.join("run"));
+        match shim::spawn(&self.shim_exe, &req) {
+            Ok(handle) => {
+                tracing::debug!(%id, pid = handle.pid, "container started");
+                Ok(record)
+            }
+            Err(ShimError::StartFailed { message, .. }) => Err(ContainerError::StartFailed {
+                id: id[..12].to_string(),
+                exit_code: start_exit_code(&message),
+                message,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Unmounts the rootfs and deletes the container's directories.
+    fn cleanup(&self, id: &str) -> Result<(), ContainerError> {
+        let dir = self.container_dir(id);
+        overlay::unmount(&dir.join("rootfs"))?;
+        let runtime = self.root.join("run").join(id);
+        if runtime.exists() {
+            fs::remove_dir_all(&runtime).map_err(io_err("remove", &runtime))?;
+        }
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("remove", &dir)(e)),
+        }
+    }
+
+    /// Waits for a container to exit (`None`: still running after `timeout`).
+    pub fn wait(&self, id: &str, timeout: Duration) -> Result<Option<ExitInfo>, ContainerError> {
+        Ok(shim::wait_exit(&self.state_dir(id), timeout)?)
+    }
+
+    /// `berth stop`: the stop signal, then SIGKILL after `timeout` (default 10 s).
+    pub fn stop(
+        &self,
+        query: &str,
+        timeout: Option<Duration>,
+    ) -> Result<ContainerInfo, ContainerError> {
+        let info = self.container(query)?;
+        if info.state.is_running() {
+            shim::stop(
+                &self.state_dir(&info.record.id),
+                info.record.stop_signal,
+                timeout.unwrap_or(Duration::from_secs(10)),
+            )?;
+        }
+        self.container(&info.record.id)
+    }
+
+    /// `berth kill`: sends `signal` to the container's init.
+    pub fn kill(&self, query: &str, signal: i32) -> Result<ContainerInfo, ContainerError> {
+        let info = self.container(query)?;
+        match shim::kill(&self.state_dir(&info.record.id), signal) {
+            Ok(()) => Ok(info),
+            Err(ShimError::NotRunning) | Err(ShimError::NoState(_)) => {
+                Err(ContainerError::NotRunning(query.to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `berth rm`: refuses a running container unless `force` (then kills it first).
+    pub fn remove(&self, query: &str, force: bool) -> Result<String, ContainerError> {
+        let info = self.container(query)?;
+        let id = info.record.id.clone();
+        let state_dir = self.state_dir(&id);
+        match &info.state {
+            ContainerState::Running { .. } if !force => {
+                return Err(ContainerError::Running(query.to_string()))
+            }
+            ContainerState::Running { .. } => {
+                match shim::kill(&state_dir, libc::SIGKILL) {
+                    Ok(()) | Err(ShimError::NotRunning) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                if shim::wait_exit(&state_dir, shim::KILL_TIMEOUT)?.is_none() {
+                    return Err(ShimError::StopTimeout(shim::KILL_TIMEOUT).into());
+                }
+            }
+            ContainerState::Lost { pid } => {
+                // The shim is gone: kill the orphaned init if it is still that process.
+                if let Ok(Some(state)) = shim::read_state(&state_dir) {
+                    if shim::process_start_ticks(*pid) == Some(state.init_start_ticks) {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(*pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+            }
+            ContainerState::Created | ContainerState::Exited(_) => {}
+        }
+        self.cleanup(&id)?;
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(valid_name("web-1"));
+        assert!(valid_name("a.b_c"));
+        assert!(!valid_name("a"));
+        assert!(!valid_name("-a"));
+        assert!(!valid_name("a/b"));
+        assert!(valid_name(&generate_name()));
+        assert_eq!(generate_id().len(), 64);
+    }
+
+    #[test]
+    fn start_codes() {
+        assert_eq!(start_exit_code("executable 'x' not found in $PATH"), 127);
+        assert_eq!(start_exit_code("exec: Permission denied"), 126);
+        assert_eq!(start_exit_code("cgroup trouble"), 125);
+    }
+
+    #[test]
+    fn log_reader_partial_lines() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let path = tmp.path().join("log");
+        let mut r = LogReader::new(path.clone());
+        assert!(r.read_new().expect("read").is_empty());
+        fs::write(
+            &path,
+            "{\"log\":\"a\\n\",\"stream\":\"stdout\",\"time\":\"t\"}\n{\"log\"",
+        )
+        .expect("write");
+        let e = r.read_new().expect("read");
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].log, "a\n");
+        use std::io::Write;
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open");
+        f.write_all(b":\"b\",\"stream\":\"stderr\",\"time\":\"t\"}\n")
+            .expect("write");
+        let e = r.read_new().expect("read");
+        assert_eq!(e[0].stream, "stderr");
+    }
+}

@@ -1,0 +1,106 @@
+//! The local engine: images and containers on one host.
+//!
+//! Everything lives under one root directory (default [`DEFAULT_ROOT`]):
+//! - `content/`: the [`ContentStore`] (blobs and ChainID-keyed snapshots);
+//! - `images.json`: tags (`name:tag` → manifest digest), replaced atomically under `lock`;
+//! - `containers/<id>/`: `config.json` (our record), `bundle/config.json` (the OCI spec),
+//!   the overlay's `upper/`, `work/` and `rootfs/` mountpoint, and the shim's `state/`;
+//! - `run/`: libcontainer's root directory.
+//!
+//! Nothing is held in memory between calls: every call reads the state back from disk, so
+//! containers (owned by their shims) outlive the process that started them.
+
+pub mod container;
+mod fsutil;
+pub mod image;
+pub mod overlay;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use berth_oci::store::{ContentStore, StoreError};
+use nix::fcntl::Flock;
+
+pub use container::{
+    ContainerError, ContainerInfo, ContainerRecord, ContainerState, LogEntry, LogReader, Network,
+    RunSpec,
+};
+pub use image::{ImageError, ImageSummary, ResolvedImage};
+
+/// Default root directory of the engine's state.
+pub const DEFAULT_ROOT: &str = "/var/lib/berth/engine";
+
+/// Any error of the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+}
+
+/// Errors of opening the engine's state.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("cannot create {path}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the content store")]
+    Store(#[from] StoreError),
+}
+
+/// The engine over one root directory.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    root: PathBuf,
+    store: ContentStore,
+    shim_exe: PathBuf,
+}
+
+impl Engine {
+    /// Opens (creating when missing) the engine state under `root`. `shim_exe` is the binary
+    /// whose hidden `shim` subcommand runs a container (the `berth` binary itself).
+    pub fn open(root: impl Into<PathBuf>, shim_exe: impl Into<PathBuf>) -> Result<Self, OpenError> {
+        let root: PathBuf = root.into();
+        let root = if root.is_absolute() {
+            root
+        } else {
+            std::env::current_dir()
+                .map_err(|source| OpenError::Create {
+                    path: root.clone(),
+                    source,
+                })?
+                .join(root)
+        };
+        for dir in [root.join("containers"), root.join("run")] {
+            std::fs::create_dir_all(&dir).map_err(|source| OpenError::Create {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let store = ContentStore::new(root.join("content"))?;
+        Ok(Engine {
+            root,
+            store,
+            shim_exe: shim_exe.into(),
+        })
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The content store.
+    pub fn store(&self) -> &ContentStore {
+        &self.store
+    }
+
+    /// Takes the engine-wide lock (images.json, container names), released on drop.
+    fn lock(&self) -> std::io::Result<Flock<File>> {
+        fsutil::lock(&self.root.join("lock"))
+    }
+}

@@ -1,0 +1,554 @@
+//! `berth run|ps|logs|stop|kill|rm|inspect`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::Context;
+use berth_engine::{
+    ContainerError, ContainerInfo, ContainerState, Engine, LogEntry, LogReader, Network, RunSpec,
+};
+use clap::Args;
+use serde_json::json;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// Where the engine keeps its state.
+#[derive(Args, Debug, Clone)]
+pub struct EngineArgs {
+    /// Engine state directory (images, containers, runtime state).
+    #[arg(long, env = "BERTH_ROOT", default_value = berth_engine::DEFAULT_ROOT)]
+    pub root: PathBuf,
+}
+
+pub(crate) fn open_engine(a: &EngineArgs) -> anyhow::Result<Engine> {
+    let exe = std::env::current_exe().context("cannot find the berth binary")?;
+    Engine::open(&a.root, exe)
+        .with_context(|| format!("cannot open the engine at {}", a.root.display()))
+}
+
+/// Runs blocking engine work off the async runtime.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("engine task failed")?
+}
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Not yet available (later releases): -p/--publish and bridge networks, \
+-v/--volume, --restart policies, -i/-t, exec. Until bridge networks exist the default network \
+is `none` (loopback only)."
+)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Remove the container when it exits (foreground only).
+    #[arg(long)]
+    pub rm: bool,
+    /// Run in the background and print the container id.
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Container name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Environment variable NAME=VALUE (a bare NAME takes this process's value).
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    /// Network: none (own namespace, loopback only; the default for now) or host.
+    #[arg(long, default_value = "none", value_parser = ["none", "host"])]
+    pub network: String,
+    /// Memory limit: bytes or with a unit (b, k, m, g), e.g. 512m.
+    #[arg(short, long, value_parser = parse_bytes)]
+    pub memory: Option<i64>,
+    /// Number of CPUs (fractional).
+    #[arg(long)]
+    pub cpus: Option<f64>,
+    /// Maximum number of processes (-1: unlimited).
+    #[arg(long)]
+    pub pids_limit: Option<i64>,
+    /// User: name|uid[:group|gid].
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Working directory inside the container.
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// Override the image's entrypoint ("" drops it).
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Container host name.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Image: NAME[:TAG] or id.
+    pub image: String,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub cmd: Vec<String>,
+}
+
+pub(crate) fn parse_bytes(s: &str) -> Result<i64, String> {
+    let s = s.trim().to_ascii_lowercase();
+    let s = s.strip_suffix('b').filter(|r| !r.is_empty()).unwrap_or(&s);
+    let (num, mult) = match s.chars().last() {
+        Some('k') => (&s[..s.len() - 1], 1i64 << 10),
+        Some('m') => (&s[..s.len() - 1], 1 << 20),
+        Some('g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("invalid size: {s}"))?;
+    if n < 0.0 {
+        return Err(format!("invalid size: {s}"));
+    }
+    Ok((n * mult as f64) as i64)
+}
+
+#[derive(Args, Debug)]
+pub struct PsArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Show all containers (default: running only).
+    #[arg(short, long)]
+    pub all: bool,
+    /// Only show ids.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Full ids and commands.
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Follow the output until the container exits.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Show timestamps.
+    #[arg(short, long)]
+    pub timestamps: bool,
+    pub container: String,
+}
+
+#[derive(Args, Debug)]
+pub struct StopArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Seconds to wait before killing.
+    #[arg(short, long, default_value_t = 10)]
+    pub time: u64,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct KillArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Signal (name or number).
+    #[arg(short, long, default_value = "KILL")]
+    pub signal: String,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Kill a running container first.
+    #[arg(short, long)]
+    pub force: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Containers or images.
+    #[arg(required = true)]
+    pub objects: Vec<String>,
+}
+
+/// `berth run`: returns the process exit code (the container's). In the foreground, SIGINT,
+/// SIGTERM and SIGHUP received by `berth` are forwarded to the container (Docker's sig-proxy).
+pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
+    let (detach, rm) = (a.detach, a.rm);
+    let started = blocking(move || {
+        if a.detach && a.rm {
+            anyhow::bail!("--rm with -d needs the engine service (a later release); run in the foreground or remove with `berth rm`");
+        }
+        let engine = open_engine(&a.engine)?;
+        let env = a
+            .env
+            .iter()
+            .map(|e| match (e.contains('='), std::env::var(e)) {
+                (false, Ok(v)) => format!("{e}={v}"),
+                _ => e.clone(),
+            })
+            .collect();
+        let spec = RunSpec {
+            image: a.image.clone(),
+            cmd: a.cmd.clone(),
+            name: a.name.clone(),
+            env,
+            network: if a.network == "host" { Network::Host } else { Network::None },
+            memory: a.memory,
+            cpus: a.cpus,
+            pids_limit: a.pids_limit,
+            user: a.user.clone(),
+            workdir: a.workdir.clone(),
+            entrypoint: a.entrypoint.clone(),
+            hostname: a.hostname.clone(),
+            auto_remove: a.rm,
+        };
+        match engine.run(&spec) {
+            Ok(r) => Ok(Ok((engine, r.id))),
+            Err(e @ ContainerError::StartFailed { .. }) => {
+                eprintln!("berth: {e}");
+                Ok(Err(e.exit_code()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await?;
+    let (engine, id) = match started {
+        Ok(started) => started,
+        Err(code) => return Ok(code),
+    };
+    if detach {
+        println!("{id}");
+        return Ok(0);
+    }
+    let follow = {
+        let (engine, id) = (engine.clone(), id.clone());
+        tokio::task::spawn_blocking(move || follow_logs(&engine, &id, false))
+    };
+    tokio::pin!(follow);
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let forward = |sig: i32| {
+        let (engine, id) = (engine.clone(), id.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = engine.kill(&id, sig) {
+                tracing::debug!(error = %e, signal = sig, "signal not forwarded");
+            }
+        });
+    };
+    let exit = loop {
+        tokio::select! {
+            r = &mut follow => break r.context("log task failed")??,
+            _ = sigint.recv() => forward(libc_signal::SIGINT),
+            _ = sigterm.recv() => forward(libc_signal::SIGTERM),
+            _ = sighup.recv() => forward(libc_signal::SIGHUP),
+        }
+    };
+    if rm {
+        blocking(move || {
+            if let Err(e) = engine.remove(&id, true) {
+                eprintln!("berth: cannot remove container {}: {e:#}", &id[..12]);
+            }
+            Ok(())
+        })
+        .await?;
+    }
+    Ok(exit.map(|e| e.exit_code).unwrap_or(0))
+}
+
+/// Signal numbers (Linux, every architecture Berth builds for).
+mod libc_signal {
+    pub const SIGHUP: i32 = 1;
+    pub const SIGINT: i32 = 2;
+    pub const SIGTERM: i32 = 15;
+}
+
+fn write_entries(entries: &[LogEntry], timestamps: bool) {
+    let (mut out, mut err) = (std::io::stdout().lock(), std::io::stderr().lock());
+    for e in entries {
+        let w: &mut dyn Write = if e.stream == "stderr" {
+            &mut err
+        } else {
+            &mut out
+        };
+        if timestamps {
+            let _ = write!(w, "{} ", e.time);
+        }
+        let _ = w.write_all(e.log.as_bytes());
+    }
+    let _ = out.flush();
+    let _ = err.flush();
+}
+
+/// Prints the container's log as it grows until the container exited (and its log is drained).
+fn follow_logs(
+    engine: &Engine,
+    id: &str,
+    timestamps: bool,
+) -> anyhow::Result<Option<berth_runtime::shim::ExitInfo>> {
+    let (tx, rx) = mpsc::channel();
+    {
+        let engine = engine.clone();
+        let id = id.to_string();
+        std::thread::spawn(move || loop {
+            match engine.wait(&id, Duration::from_secs(3600)) {
+                Ok(Some(exit)) => {
+                    let _ = tx.send(Ok(exit));
+                    return;
+                }
+                Ok(None) => continue,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            }
+        });
+    }
+    let mut reader = LogReader::new(engine.log_path(id));
+    loop {
+        let entries = reader.read_new().context("cannot read the container log")?;
+        write_entries(&entries, timestamps);
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(result) => {
+                // The shim drained the output before recording the exit.
+                let entries = reader.read_new().context("cannot read the container log")?;
+                write_entries(&entries, timestamps);
+                return Ok(Some(result?));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(None),
+        }
+    }
+}
+
+pub async fn ps(a: PsArgs) -> anyhow::Result<()> {
+    blocking(move || {
+        let engine = open_engine(&a.engine)?;
+        let list = engine.containers(a.all)?;
+        if a.quiet {
+            for c in list {
+                println!(
+                    "{}",
+                    if a.no_trunc {
+                        &c.record.id[..]
+                    } else {
+                        &c.record.id[..12]
+                    }
+                );
+            }
+            return Ok(());
+        }
+        println!(
+            "{:<14}{:<20}{:<24}{:<18}{:<26}NAMES",
+            "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS"
+        );
+        for c in list {
+            let mut command = c.record.args.join(" ");
+            if !a.no_trunc && command.chars().count() > 20 {
+                command = command.chars().take(19).collect::<String>() + "…";
+            }
+            println!(
+                "{:<14}{:<20}{:<24}{:<18}{:<26}{}",
+                &c.record.id[..12],
+                c.record.image,
+                format!("\"{command}\""),
+                human_age(&c.record.created),
+                status_line(&c.state),
+                c.record.name
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
+fn status_line(state: &ContainerState) -> String {
+    match state {
+        ContainerState::Created => "Created".into(),
+        ContainerState::Running { .. } => "Up".into(),
+        ContainerState::Exited(e) => {
+            format!("Exited ({}) {}", e.exit_code, human_age(&e.finished_at))
+        }
+        ContainerState::Lost { .. } => "Dead".into(),
+    }
+}
+
+/// "5 seconds ago" from an RFC 3339 time.
+pub(crate) fn human_age(t: &str) -> String {
+    let Ok(t) = OffsetDateTime::parse(t, &Rfc3339) else {
+        return String::new();
+    };
+    let secs = (OffsetDateTime::now_utc() - t).whole_seconds().max(0);
+    let (n, unit) = match secs {
+        0..=1 => return "Less than a second ago".into(),
+        2..=59 => (secs, "seconds"),
+        60..=3599 => (secs / 60, "minutes"),
+        3600..=86399 => (secs / 3600, "hours"),
+        _ => (secs / 86400, "days"),
+    };
+    format!("{n} {unit} ago")
+}
+
+pub async fn logs(a: LogsArgs) -> anyhow::Result<()> {
+    blocking(move || {
+        let engine = open_engine(&a.engine)?;
+        let info = engine.container(&a.container)?;
+        if a.follow && info.state.is_running() {
+            follow_logs(&engine, &info.record.id, a.timestamps)?;
+        } else {
+            let entries = LogReader::new(engine.log_path(&info.record.id))
+                .read_new()
+                .context("cannot read the container log")?;
+            write_entries(&entries, a.timestamps);
+        }
+        Ok(())
+    })
+    .await
+}
+
+fn for_each(
+    engine: &Engine,
+    names: &[String],
+    mut f: impl FnMut(&Engine, &str) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut last = None;
+    for n in names {
+        match f(engine, n) {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                eprintln!("Error response: {e:#}");
+                last = Some(e);
+            }
+        }
+    }
+    last.map_or(Ok(()), Err)
+}
+
+pub async fn stop(a: StopArgs) -> anyhow::Result<()> {
+    blocking(move || {
+        let engine = open_engine(&a.engine)?;
+        for_each(&engine, &a.containers, |e, c| {
+            e.stop(c, Some(Duration::from_secs(a.time)))?;
+            Ok(())
+        })
+    })
+    .await
+}
+
+pub async fn kill(a: KillArgs) -> anyhow::Result<()> {
+    blocking(move || {
+        let engine = open_engine(&a.engine)?;
+        let sig = a.signal.to_ascii_uppercase();
+        let sig = if sig.starts_with("SIG") || sig.parse::<i32>().is_ok() {
+            sig
+        } else {
+            format!("SIG{sig}")
+        };
+        let signal = berth_runtime::spec::parse_signal(&sig)?;
+        for_each(&engine, &a.containers, |e, c| {
+            e.kill(c, signal)?;
+            Ok(())
+        })
+    })
+    .await
+}
+
+pub async fn rm(a: RmArgs) -> anyhow::Result<()> {
+    blocking(move || {
+        let engine = open_engine(&a.engine)?;
+        for_each(&engine, &a.containers, |e, c| {
+            e.remove(c, a.force)?;
+            Ok(())
+        })
+    })
+    .await
+}
+
+fn container_json(c: &ContainerInfo) -> serde_json::Value {
+    let r = &c.record;
+    let (pid, exit) = match &c.state {
+        ContainerState::Running { pid } | ContainerState::Lost { pid } => (*pid, None),
+        ContainerState::Exited(e) => (0, Some(e)),
+        ContainerState::Created => (0, None),
+    };
+    let started = c.started_at.clone().unwrap_or_default();
+    json!({
+        "Id": r.id,
+        "Created": r.created,
+        "Path": r.args.first(),
+        "Args": r.args.get(1..).unwrap_or_default(),
+        "Name": format!("/{}", r.name),
+        "Image": r.image_id.to_string(),
+        "State": {
+            "Status": c.state.status(),
+            "Running": c.state.is_running(),
+            "Pid": pid,
+            "ExitCode": exit.map(|e| e.exit_code).unwrap_or(0),
+            "OOMKilled": exit.map(|e| e.oom_killed).unwrap_or(false),
+            "Dead": matches!(c.state, ContainerState::Lost { .. }),
+            "StartedAt": started,
+            "FinishedAt": exit.map(|e| e.finished_at.clone()).unwrap_or_default(),
+        },
+        "Config": {
+            "Hostname": r.hostname,
+            "User": r.user,
+            "Env": r.env,
+            "Cmd": r.options.cmd,
+            "Entrypoint": r.options.entrypoint,
+            "Image": r.image,
+            "WorkingDir": r.working_dir,
+            "StopSignal": r.stop_signal,
+        },
+        "HostConfig": {
+            "NetworkMode": r.options.network,
+            "Memory": r.options.memory.unwrap_or(0),
+            "NanoCpus": r.options.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
+            "PidsLimit": r.options.pids_limit,
+            "AutoRemove": r.options.auto_remove,
+        },
+    })
+}
+
+pub async fn inspect(a: InspectArgs) -> anyhow::Result<()> {
+    blocking(move || {
+        let engine = open_engine(&a.engine)?;
+        let mut out = Vec::new();
+        let mut missing = None;
+        for o in &a.objects {
+            match engine.container(o) {
+                Ok(c) => out.push(container_json(&c)),
+                Err(ContainerError::NotFound(_)) => match engine.resolve_image(o) {
+                    Ok(i) => out.push(json!({
+                        "Id": i.id.to_string(),
+                        "RepoTags": [i.reference],
+                        "RepoDigests": [],
+                        "ManifestDigest": i.manifest_digest.to_string(),
+                        "Created": i.raw_config.get("created"),
+                        "Architecture": i.raw_config.get("architecture"),
+                        "Os": i.raw_config.get("os"),
+                        "Config": i.raw_config.get("config"),
+                        "RootFS": i.raw_config.get("rootfs"),
+                        "Size": i.layers.iter().map(|l| l.size).sum::<u64>(),
+                    })),
+                    Err(_) => {
+                        eprintln!("Error: no such object: {o}");
+                        missing = Some(o.clone());
+                    }
+                },
+                Err(e) => return Err(e.into()),
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        match missing {
+            Some(o) => anyhow::bail!("no such object: {o}"),
+            None => Ok(()),
+        }
+    })
+    .await
+}

@@ -1,0 +1,431 @@
+//! `berth image import` / `run` / `ps` / `logs` / `stop` / `kill` / `rm` / `inspect` / `rmi`
+//! with real containers (root only). Each test has its own engine root and image, runs in
+//! parallel with the others, and removes its containers and mounts in `Drop`, even on failure.
+//! Without root: skipped with a notice, or failed when `BERTH_REQUIRE_ROOT=1`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const APPLETS: &[&str] = &[
+    "sh", "true", "false", "echo", "sleep", "cat", "id", "hostname", "ls", "head", "tail", "dd",
+    "env", "pwd",
+];
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// A private engine root with a busybox image `bb:1`.
+struct Env {
+    /// Removed (with the engine root) when the test ends.
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+}
+
+impl Env {
+    fn new() -> Option<Env> {
+        if !is_root() {
+            assert!(
+                std::env::var("BERTH_REQUIRE_ROOT").as_deref() != Ok("1"),
+                "engine tests need root (BERTH_REQUIRE_ROOT=1)"
+            );
+            eprintln!("skipping: engine tests need root");
+            return None;
+        }
+        assert!(
+            Path::new("/bin/busybox").exists(),
+            "busybox-static is not installed"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("berth-engine-test-")
+            .tempdir()
+            .expect("tempdir");
+        let fs = dir.path().join("fs");
+        std::fs::create_dir_all(fs.join("bin")).expect("mkdir");
+        std::fs::create_dir_all(fs.join("tmp")).expect("mkdir");
+        std::fs::copy("/bin/busybox", fs.join("bin/busybox")).expect("copy busybox");
+        for a in APPLETS {
+            std::os::unix::fs::symlink("busybox", fs.join("bin").join(a)).expect("symlink");
+        }
+        let tar = dir.path().join("rootfs.tar");
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(&fs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .expect("tar");
+        assert!(st.success());
+        let env = Env {
+            root: dir.path().join("root"),
+            _dir: dir,
+        };
+        let out = env
+            .berth(&["image", "import", "--change", r#"CMD ["/bin/sh"]"#])
+            .arg(&tar)
+            .arg("bb:1")
+            .output()
+            .expect("import");
+        assert_ok(&out);
+        Some(env)
+    }
+
+    fn berth(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+        c.env("BERTH_ROOT", &self.root)
+            .env("RUST_LOG", "error")
+            .args(args);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.berth(args).output().expect("run berth")
+    }
+
+    fn stdout(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert_ok(&out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn mounts_under_root(&self) -> Vec<String> {
+        let root = self.root.display().to_string();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .expect("mountinfo")
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&root))
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn container_dirs(&self) -> usize {
+        std::fs::read_dir(self.root.join("containers"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    fn inspect(&self, what: &str) -> serde_json::Value {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.stdout(&["inspect", what])).expect("inspect json");
+        v[0].clone()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Ok(out) = self.berth(&["ps", "-a", "-q", "--no-trunc"]).output() {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = self.berth(&["rm", "-f", id]).output();
+            }
+        }
+        for m in self.mounts_under_root() {
+            let _ = Command::new("umount").arg("-l").arg(&m).status();
+        }
+    }
+}
+
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "berth failed ({:?}): stdout {:?} stderr {:?}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn run_exit_codes_output_and_failed_start() {
+    let Some(env) = Env::new() else { return };
+    let out = env.run(&["run", "--rm", "bb:1", "/bin/true"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(env.container_dirs(), 0, "--rm removes the container");
+
+    let out = env.run(&["run", "--rm", "bb:1", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+
+    let out = env.run(&[
+        "run",
+        "--rm",
+        "bb:1",
+        "sh",
+        "-c",
+        "echo hello; echo oops >&2; exit 1",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("oops"));
+
+    // A missing binary: a clear error, 127, nothing left behind.
+    let out = env.run(&["run", "--rm", "bb:1", "/nonexistent"]);
+    assert_eq!(out.status.code(), Some(127), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent"));
+    assert!(
+        env.mounts_under_root().is_empty(),
+        "{:?}",
+        env.mounts_under_root()
+    );
+    assert_eq!(env.container_dirs(), 0);
+
+    // Without --rm the exited container stays listed.
+    let out = env.run(&["run", "--name", "three", "bb:1", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3));
+    let ps = env.stdout(&["ps", "-a"]);
+    assert!(ps.contains("Exited (3)") && ps.contains("three"), "{ps}");
+    assert!(!env.stdout(&["ps"]).contains("three"));
+    let out = env.run(&["run", "--name", "three", "bb:1", "true"]);
+    assert!(!out.status.success(), "duplicate names are refused");
+    assert_ok(&env.run(&["rm", "three"]));
+    assert!(env.mounts_under_root().is_empty());
+}
+
+#[test]
+fn run_flags_take_effect() {
+    let Some(env) = Env::new() else { return };
+    let out = env.stdout(&["run", "--rm", "-e", "FOO=bar", "bb:1", "env"]);
+    assert!(out.lines().any(|l| l == "FOO=bar"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("PATH=")), "{out}");
+    assert_eq!(
+        env.stdout(&["run", "--rm", "-w", "/tmp/new", "bb:1", "pwd"]),
+        "/tmp/new\n"
+    );
+    assert_eq!(
+        env.stdout(&["run", "--rm", "--user", "1000", "bb:1", "id", "-u"]),
+        "1000\n"
+    );
+    assert_eq!(
+        env.stdout(&["run", "--rm", "--hostname", "boat", "bb:1", "hostname"]),
+        "boat\n"
+    );
+    // The image's CMD (from --change) and --entrypoint.
+    assert_eq!(
+        env.stdout(&["run", "--rm", "--entrypoint", "/bin/echo", "bb:1", "hi"]),
+        "hi\n"
+    );
+    let out = env.stdout(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "bb:1",
+        "cat",
+        "/proc/net/dev",
+    ]);
+    assert!(!out.contains("eth0"), "{out}");
+    let out = env.stdout(&[
+        "run",
+        "--rm",
+        "--pids-limit",
+        "50",
+        "--cpus",
+        "0.5",
+        "bb:1",
+        "true",
+    ]);
+    assert_eq!(out, "");
+}
+
+#[test]
+fn detached_ps_logs_stop_rm() {
+    let Some(env) = Env::new() else { return };
+    let id = env.stdout(&[
+        "run",
+        "-d",
+        "--name",
+        "sleeper",
+        "bb:1",
+        "sh",
+        "-c",
+        "trap 'echo bye; exit 0' TERM; echo started; while true; do sleep 0.1; done",
+    ]);
+    let id = id.trim().to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    let ps = env.stdout(&["ps"]);
+    assert!(
+        ps.contains(&id[..12]) && ps.contains("Up") && ps.contains("sleeper"),
+        "{ps}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let logs = env.stdout(&["logs", "sleeper"]);
+        if logs.contains("started") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no output in logs: {logs:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ts = env.stdout(&["logs", "--timestamps", &id[..12]]);
+    assert!(ts.starts_with("20") && ts.contains(" started"), "{ts}");
+    let state = env.inspect("sleeper");
+    assert_eq!(state["State"]["Running"], true);
+    assert!(state["State"]["Pid"].as_i64().unwrap_or(0) > 1);
+    assert!(state["State"]["StartedAt"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("20"));
+
+    let out = env.run(&["rm", "sleeper"]);
+    assert!(!out.status.success(), "rm refuses a running container");
+
+    let t = Instant::now();
+    assert_ok(&env.run(&["stop", "-t", "20", "sleeper"]));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "stop took {:?}",
+        t.elapsed()
+    );
+    let state = env.inspect(&id);
+    assert_eq!(state["State"]["Status"], "exited");
+    assert_eq!(state["State"]["ExitCode"], 0);
+    assert!(env.stdout(&["logs", "sleeper"]).contains("bye"));
+    assert!(env.stdout(&["ps", "-a"]).contains("Exited (0)"));
+
+    assert_ok(&env.run(&["rm", "sleeper"]));
+    assert!(
+        env.mounts_under_root().is_empty(),
+        "{:?}",
+        env.mounts_under_root()
+    );
+    assert!(!Path::new(&format!("/sys/fs/cgroup/memory/berth/{id}")).exists());
+    assert!(!Path::new(&format!("/sys/fs/cgroup/berth/{id}")).exists());
+    assert_eq!(env.container_dirs(), 0);
+}
+
+#[test]
+fn kill_and_force_remove() {
+    let Some(env) = Env::new() else { return };
+    let id = env.stdout(&["run", "-d", "bb:1", "sleep", "1000"]);
+    let id = id.trim();
+    assert_ok(&env.run(&["kill", "-s", "TERM", id]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // PID 1 without a handler ignores TERM: still running.
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(env.inspect(id)["State"]["Running"], true);
+    assert_ok(&env.run(&["rm", "-f", id]));
+    assert!(Instant::now() < deadline);
+    assert!(env.mounts_under_root().is_empty());
+    assert_eq!(env.container_dirs(), 0);
+}
+
+#[test]
+fn foreground_run_forwards_signals_and_removes() {
+    let Some(env) = Env::new() else { return };
+    let mut child = Reap(
+        env.berth(&[
+            "run",
+            "--rm",
+            "bb:1",
+            "sh",
+            "-c",
+            "trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.1; done",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn"),
+    );
+    let mut stdout = std::io::BufReader::new(child.0.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).expect("read");
+    assert_eq!(line, "ready\n");
+    let st = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.0.id().to_string())
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read");
+    assert_eq!(rest, "got-term\n");
+    // The child handle was consumed for stdout; wait until the container is gone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env.container_dirs() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "--rm did not remove the container"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(env.mounts_under_root().is_empty());
+}
+
+#[test]
+fn memory_hog_is_oom_killed() {
+    let Some(env) = Env::new() else { return };
+    let out = env.run(&[
+        "run",
+        "--name",
+        "hog",
+        "--memory",
+        "32m",
+        "bb:1",
+        "dd",
+        "if=/dev/zero",
+        "of=/dev/null",
+        "bs=256M",
+        "count=1",
+    ]);
+    assert_eq!(out.status.code(), Some(137), "{out:?}");
+    let state = env.inspect("hog");
+    assert_eq!(state["State"]["OOMKilled"], true, "{state}");
+    assert_eq!(state["State"]["ExitCode"], 137);
+    assert_eq!(state["HostConfig"]["Memory"], 32 << 20);
+    assert_ok(&env.run(&["rm", "hog"]));
+}
+
+#[test]
+fn images_and_rmi() {
+    let Some(env) = Env::new() else { return };
+    let images = env.stdout(&["images"]);
+    assert!(images.starts_with("REPOSITORY"), "{images}");
+    assert!(
+        images
+            .lines()
+            .any(|l| l.starts_with("bb ") && l.contains(" 1 ")),
+        "{images}"
+    );
+    let img = env.inspect("bb:1");
+    assert_eq!(img["Config"]["Cmd"][0], "/bin/sh");
+    assert_eq!(img["Os"], "linux");
+
+    assert_ok(&env.run(&["run", "--name", "user", "bb:1", "true"]));
+    let out = env.run(&["rmi", "bb:1"]);
+    assert!(
+        !out.status.success(),
+        "rmi refuses an image a container uses"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("being used"));
+    assert_ok(&env.run(&["rm", "user"]));
+    let out = env.stdout(&["rmi", "bb:1"]);
+    assert!(
+        out.contains("Untagged: bb:1") && out.contains("Deleted: sha256:"),
+        "{out}"
+    );
+    assert_eq!(env.stdout(&["images", "-q"]), "");
+    let blobs = std::fs::read_dir(env.root.join("content/blobs/sha256"))
+        .expect("blobs")
+        .count();
+    assert_eq!(blobs, 0);
+    let out = env.run(&["run", "--rm", "bb:1", "true"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such image"));
+}
+
+/// Kills and reaps a spawned `berth` if a test fails before waiting for it.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
