@@ -303,22 +303,28 @@ impl TagStatusFilter {
     }
 }
 
+/// A filter's `tagStatus` (ANY when the filter or the member is absent).
+pub(super) fn tag_status_filter(filter: Option<&Input<'_>>) -> Result<TagStatusFilter, AwsError> {
+    let Some(filter) = filter else {
+        return Ok(TagStatusFilter::Any);
+    };
+    match filter.str("tagStatus")? {
+        None | Some("ANY") => Ok(TagStatusFilter::Any),
+        Some("TAGGED") => Ok(TagStatusFilter::Tagged),
+        Some("UNTAGGED") => Ok(TagStatusFilter::Untagged),
+        Some(_) => Err(invalid_param(
+            "filter.tagStatus",
+            "Member must satisfy enum value set: [TAGGED, UNTAGGED, ANY]",
+        )),
+    }
+}
+
 /// `filter.tagStatus` (ANY when absent) and whether `filter.imageStatus` admits active images.
 pub(super) fn image_filter(input: &Input<'_>) -> Result<(TagStatusFilter, bool), AwsError> {
     let Some(filter) = input.object("filter")? else {
         return Ok((TagStatusFilter::Any, true));
     };
-    let tag_status = match filter.str("tagStatus")? {
-        None | Some("ANY") => TagStatusFilter::Any,
-        Some("TAGGED") => TagStatusFilter::Tagged,
-        Some("UNTAGGED") => TagStatusFilter::Untagged,
-        Some(_) => {
-            return Err(invalid_param(
-                "filter.tagStatus",
-                "Member must satisfy enum value set: [TAGGED, UNTAGGED, ANY]",
-            ))
-        }
-    };
+    let tag_status = tag_status_filter(Some(&filter))?;
     let active = match filter.str("imageStatus")? {
         None | Some("ACTIVE") | Some("ANY") => true,
         Some("ARCHIVED") | Some("ACTIVATING") => false,

@@ -7,8 +7,8 @@ use berth_aws::AwsError;
 use serde_json::{json, Value};
 
 use super::input::{
-    check_str_len, encode_token, image_ids, invalid_param, next_token, repository_name, Input,
-    TagStatusFilter,
+    check_str_len, encode_token, image_ids, invalid_param, next_token, repository_name,
+    tag_status_filter, Input,
 };
 use super::{timestamp, Env};
 use crate::lifecycle::{self, ImageInfo, PolicyError};
@@ -203,20 +203,7 @@ pub(super) async fn get_preview(
 ) -> Result<Value, AwsError> {
     let repo = repo_param(env, input)?;
     let ids = image_ids(input, "imageIds")?;
-    let tag_status = match input.object("filter")? {
-        None => TagStatusFilter::Any,
-        Some(f) => match f.str("tagStatus")? {
-            None | Some("ANY") => TagStatusFilter::Any,
-            Some("TAGGED") => TagStatusFilter::Tagged,
-            Some("UNTAGGED") => TagStatusFilter::Untagged,
-            Some(_) => {
-                return Err(invalid_param(
-                    "filter.tagStatus",
-                    "Member must satisfy enum value set: [TAGGED, UNTAGGED, ANY]",
-                ))
-            }
-        },
-    };
+    let tag_status = tag_status_filter(input.object("filter")?.as_ref())?;
     let max = super::input::max_results(input, 100, 100)?;
     let start = match next_token(input)? {
         None => 0,
