@@ -345,7 +345,7 @@ pub async fn ps(a: PsArgs) -> anyhow::Result<()> {
             return Ok(());
         }
         println!(
-            "{:<14}{:<20}{:<24}{:<18}{:<26}NAMES",
+            "{:<14}{:<20}{:<24}{:<24}{:<26}NAMES",
             "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS"
         );
         for c in list {
@@ -354,7 +354,7 @@ pub async fn ps(a: PsArgs) -> anyhow::Result<()> {
                 command = command.chars().take(19).collect::<String>() + "…";
             }
             println!(
-                "{:<14}{:<20}{:<24}{:<18}{:<26}{}",
+                "{:<14}{:<20}{:<24}{:<24}{:<26}{}",
                 &c.record.id[..12],
                 c.record.image,
                 format!("\"{command}\""),

@@ -88,12 +88,12 @@ pub async fn images(a: ImagesArgs) -> anyhow::Result<()> {
             return Ok(());
         }
         println!(
-            "{:<30} {:<12} {:<14} {:<16} SIZE",
+            "{:<30} {:<12} {:<14} {:<24} SIZE",
             "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
         );
         for i in images {
             println!(
-                "{:<30} {:<12} {:<14} {:<16} {}",
+                "{:<30} {:<12} {:<14} {:<24} {}",
                 i.repository,
                 i.tag,
                 &i.id.hex()[..12],
