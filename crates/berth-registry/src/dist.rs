@@ -299,8 +299,11 @@ async fn authorize(
     repo: &str,
     action: &str,
 ) -> ApiResult<()> {
-    let public = action == PULL && repo_is_public(reg, repo).await?;
-    if reg.auth.allowed(id, repo, action, public) {
+    // Callers with the right need no store lookup; only a pull otherwise denied asks whether
+    // the repository is public.
+    if reg.auth.allowed(id, repo, action, false)
+        || (action == PULL && repo_is_public(reg, repo).await?)
+    {
         return Ok(());
     }
     match id {
