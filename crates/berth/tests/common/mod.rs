@@ -447,6 +447,12 @@ impl Skopeo {
         c.args(args);
         c.env("REGISTRY_AUTH_FILE", self.dir.join("auth.json"));
         c.env("TMPDIR", &self.dir);
+        // A blob-info cache of this test's own: as root skopeo shares
+        // /var/lib/containers/cache between every process, and parallel tests starting on an
+        // empty cache lose each other's records (seen as missing cross-repo mounts). The
+        // "rootless uid" makes containers/image take the cache from XDG_DATA_HOME instead.
+        c.env("_CONTAINERS_ROOTLESS_UID", "4242");
+        c.env("XDG_DATA_HOME", self.dir.join("data"));
         c
     }
 
