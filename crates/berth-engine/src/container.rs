@@ -38,6 +38,8 @@ pub enum ContainerError {
     Running(String),
     #[error("container {0} is not running")]
     NotRunning(String),
+    #[error("exec: {0}")]
+    Exec(String),
     #[error("cannot {what} {path}")]
     Io {
         what: &'static str,
@@ -260,7 +262,7 @@ fn generate_name() -> String {
     format!("{a}_{n}")
 }
 
-fn generate_id() -> String {
+pub(crate) fn generate_id() -> String {
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
     hex::encode(bytes)

@@ -11,6 +11,7 @@
 //! containers (owned by their shims) outlive the process that started them.
 
 pub mod container;
+pub mod exec;
 mod fsutil;
 pub mod image;
 pub mod overlay;
@@ -25,6 +26,7 @@ pub use container::{
     ContainerError, ContainerInfo, ContainerRecord, ContainerState, LogEntry, LogReader, Network,
     RunSpec,
 };
+pub use exec::{ExecSpec, PreparedExec};
 pub use image::{ImageError, ImageSummary, ResolvedImage};
 
 /// Default root directory of the engine's state.

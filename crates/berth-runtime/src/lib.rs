@@ -4,10 +4,12 @@
 //!   with Docker's merge rules and Docker's default security profile.
 //! - `shim`: one single-threaded process per container that drives youki's libcontainer,
 //!   keeps the container's stdio and exit status, and outlives the engine that started it.
+//! - `exec`: one more process in a running container (`berth exec`).
 //! - `logs`: container output as Docker json-file lines.
 //! - `cgroup`: cgroup mounts, OOM-kill counters and removal of a container's cgroup directories.
 
 pub mod cgroup;
+pub mod exec;
 pub mod logs;
 pub mod shim;
 pub mod spec;

@@ -12,6 +12,11 @@ fn main() -> std::process::ExitCode {
         let code = berth_runtime::shim::shim_main(shim);
         return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
+    // libcontainer forks to enter the container: exec also runs single-threaded.
+    if let cli::Command::Exec(exec) = args.cmd {
+        let code = cli::container::exec_sync(exec);
+        return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 const APPLETS: &[&str] = &[
     "sh", "true", "false", "echo", "sleep", "cat", "id", "hostname", "ls", "head", "tail", "dd",
-    "env", "pwd",
+    "env", "pwd", "grep", "tty",
 ];
 
 fn is_root() -> bool {
@@ -428,4 +428,120 @@ impl Drop for Reap {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+#[test]
+fn exec_joins_the_running_container() {
+    let Some(env) = Env::new() else { return };
+    let id = env.stdout(&[
+        "run", "-d", "--name", "box", "-e", "FOO=bar", "-w", "/tmp", "bb:1", "sleep", "1000",
+    ]);
+    let id = id.trim().to_string();
+
+    let out = env.stdout(&[
+        "exec",
+        "box",
+        "sh",
+        "-c",
+        "echo $FOO; pwd; hostname; cat /proc/1/cmdline; echo; grep CapEff /proc/self/status",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "bar", "{out}");
+    assert_eq!(lines[1], "/tmp", "{out}");
+    assert_eq!(lines[2], &id[..12], "same UTS namespace: {out}");
+    assert!(lines[3].starts_with("sleep"), "same pid namespace: {out}");
+    assert!(
+        lines[4].ends_with("00000000a80425fb"),
+        "Docker's caps: {out}"
+    );
+
+    let out = env.run(&["exec", "box", "sh", "-c", "exit 7"]);
+    assert_eq!(out.status.code(), Some(7));
+    assert_eq!(
+        env.stdout(&["exec", "-e", "FOO=baz", "box", "sh", "-c", "echo $FOO"]),
+        "baz\n"
+    );
+    assert_eq!(
+        env.stdout(&[
+            "exec",
+            "-u",
+            "1000:1001",
+            "-w",
+            "/",
+            "box",
+            "sh",
+            "-c",
+            "id; pwd"
+        ]),
+        "uid=1000 gid=1001 groups=1001\n/\n"
+    );
+    let out = env.run(&["exec", "box", "/no/such/binary"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("berth:"),
+        "{:?}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = env.run(&["exec", "-w", "/missing", "box", "true"]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("does not exist"),
+        "{out:?}"
+    );
+
+    // stdin: connected with -i, /dev/null without.
+    let mut child = env
+        .berth(&["exec", "-i", "box", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"hello through stdin\n").expect("write");
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello through stdin\n"
+    );
+    let out = env
+        .berth(&["exec", "box", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .output()
+        .expect("exec");
+    assert_ok(&out);
+    assert!(out.stdout.is_empty());
+
+    // -t: a pty inside the container; `script` gives berth a terminal of its own.
+    let cmd = format!(
+        "BERTH_ROOT={} {} exec -it box sh -c 'tty; echo $TERM; exit 3'",
+        env.root.display(),
+        env!("CARGO_BIN_EXE_berth")
+    );
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .output()
+        .expect("script (bsdutils)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/dev/pts/"), "{text:?}");
+    assert!(text.contains("xterm"), "{text:?}");
+    assert_eq!(out.status.code(), Some(3), "{text:?}");
+
+    let exec_dir = env.root.join("containers").join(&id).join("exec");
+    let left = std::fs::read_dir(&exec_dir).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "exec directories left in {}", exec_dir.display());
+
+    assert_ok(&env.run(&["kill", "box"]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while env.inspect("box")["State"]["Running"] == true {
+        assert!(Instant::now() < deadline, "box did not die");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = env.run(&["exec", "box", "true"]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not running"),
+        "{out:?}"
+    );
 }

@@ -34,6 +34,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde::{Deserialize, Serialize};
 
 pub use server::shim_main;
+pub(crate) use server::{receive_console, reset_ignored_signals, thread_count};
 
 /// File names in a container's state directory.
 pub const STATE_FILE: &str = "state.json";

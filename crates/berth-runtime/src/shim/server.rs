@@ -174,7 +174,7 @@ fn adopt_fd(fd: RawFd) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-fn thread_count() -> usize {
+pub(crate) fn thread_count() -> usize {
     fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -232,7 +232,7 @@ struct KernelSigaction {
 /// whatever the engine (or Rust's runtime, for SIGPIPE) ignores would be ignored in the container.
 /// Raw rt_sigaction(2), because glibc refuses its reserved real-time signals (32, 33).
 #[allow(unsafe_code)]
-fn reset_ignored_signals() {
+pub(crate) fn reset_ignored_signals() {
     let ignored = ignored_signals();
     for sig in 1..=64i32 {
         if ignored & (1u64 << (sig - 1)) == 0 {
@@ -329,7 +329,7 @@ fn set_nonblocking(fd: &OwnedFd) -> Result<(), ServerError> {
 
 /// Receives the pty master that libcontainer's init sends over the console socket.
 #[allow(unsafe_code)]
-fn receive_console(listener: &UnixListener) -> Result<OwnedFd, ServerError> {
+pub(crate) fn receive_console(listener: &UnixListener) -> Result<OwnedFd, ServerError> {
     listener
         .set_nonblocking(false)
         .map_err(ServerError::Console)?;

@@ -40,7 +40,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 #[derive(Args, Debug)]
 #[command(
     after_help = "Not yet available (later releases): -p/--publish and bridge networks, \
--v/--volume, --restart policies, -i/-t, exec. Until bridge networks exist the default network \
+-v/--volume, --restart policies, -i/-t. Until bridge networks exist the default network \
 is `none` (loopback only)."
 )]
 pub struct RunArgs {
@@ -167,6 +167,79 @@ pub struct RmArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    /// Keep stdin open (connect it to the process).
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Environment variable NAME=VALUE (a bare NAME takes this process's value).
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    /// User: name|uid[:group|gid] (default: the container's).
+    #[arg(short, long)]
+    pub user: Option<String>,
+    /// Working directory inside the container (default: the container's).
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// Container name or id.
+    pub container: String,
+    /// Command and arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub cmd: Vec<String>,
+}
+
+/// `-e NAME` takes this process's value, as the docker CLI does.
+fn resolve_env(env: &[String]) -> Vec<String> {
+    env.iter()
+        .map(|e| match (e.contains('='), std::env::var(e)) {
+            (false, Ok(v)) => format!("{e}={v}"),
+            _ => e.clone(),
+        })
+        .collect()
+}
+
+/// `berth exec`, run before the async runtime starts (libcontainer forks: the process must be
+/// single-threaded). Returns the process's exit code; 126/127 when it cannot be started.
+pub fn exec_sync(a: ExecArgs) -> i32 {
+    let prepared = open_engine(&a.engine).and_then(|engine| {
+        let spec = berth_engine::ExecSpec {
+            cmd: a.cmd.clone(),
+            env: resolve_env(&a.env),
+            user: a.user.clone(),
+            workdir: a.workdir.clone(),
+            tty: a.tty,
+            stdin: a.interactive,
+        };
+        Ok(engine.prepare_exec(&a.container, &spec)?)
+    });
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            return 1;
+        }
+    };
+    let result = berth_runtime::exec::exec(&prepared.request);
+    prepared.cleanup();
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let msg = format!("{:#}", anyhow::Error::from(e));
+            eprintln!("berth: {msg}");
+            if msg.contains("not found") || msg.contains("No such file") {
+                127
+            } else {
+                126
+            }
+        }
+    }
+}
+
+#[derive(Args, Debug)]
 pub struct InspectArgs {
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -184,14 +257,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
             anyhow::bail!("--rm with -d needs the engine service (a later release); run in the foreground or remove with `berth rm`");
         }
         let engine = open_engine(&a.engine)?;
-        let env = a
-            .env
-            .iter()
-            .map(|e| match (e.contains('='), std::env::var(e)) {
-                (false, Ok(v)) => format!("{e}={v}"),
-                _ => e.clone(),
-            })
-            .collect();
+        let env = resolve_env(&a.env);
         let spec = RunSpec {
             image: a.image.clone(),
             cmd: a.cmd.clone(),

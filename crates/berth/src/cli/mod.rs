@@ -1,7 +1,7 @@
 //! The command line: `berth serve`, `berth registry [gc|user|repo]`, images and containers
 //! (`berth image import`, `images`, `rmi`, `run`, `ps`, `logs`, `stop`, `kill`, `rm`, `inspect`).
 
-mod container;
+pub(crate) mod container;
 mod image;
 mod registry;
 mod serve;
@@ -49,6 +49,8 @@ pub enum Command {
     Kill(container::KillArgs),
     /// Remove containers.
     Rm(container::RmArgs),
+    /// Run a command in a running container.
+    Exec(container::ExecArgs),
     /// Show containers or images as JSON.
     Inspect(container::InspectArgs),
     /// Internal: the per-container shim the engine starts (runs without the async runtime).
@@ -112,6 +114,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Kill(a) => container::kill(a).await,
         Command::Rm(a) => container::rm(a).await,
         Command::Inspect(a) => container::inspect(a).await,
+        Command::Exec(_) => anyhow::bail!("`berth exec` must run before the async runtime starts"),
         Command::Shim(_) => anyhow::bail!("`berth shim` must run before the async runtime starts"),
     }
 }
