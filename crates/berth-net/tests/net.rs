@@ -481,3 +481,173 @@ fn netns_lifecycle_is_idempotent() {
     delete_netns(&p).unwrap();
     assert!(!p.exists());
 }
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Deletes a host link on drop.
+struct LinkGuard(String);
+
+impl Drop for LinkGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+    }
+}
+
+#[test]
+fn masquerade_to_outside_and_internal_networks() {
+    if !require_root() {
+        return;
+    }
+    let f = Fixture::new(2);
+    // an "outside" network: namespace 1 reached from the host by a veth with its own /30 and no
+    // route back to the container subnet, so only masqueraded traffic gets answers
+    let outside = free_subnet();
+    let (host_ip, out_ip) = (outside.nth(1).unwrap(), outside.nth(2).unwrap());
+    let tag = rand_hex(8);
+    let (vo, vi) = (format!("vo{tag}"), format!("vi{tag}"));
+    ip(&["link", "add", &vo, "type", "veth", "peer", "name", &vi]);
+    let _guard = LinkGuard(vo.clone());
+    ip(&["link", "set", &vi, "netns", f.netns[1].to_str().unwrap()]);
+    ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &vo]);
+    ip(&["link", "set", &vo, "up"]);
+    run_in_netns(&f.netns[1], || {
+        ip(&["addr", "add", &format!("{out_ip}/30"), "dev", &vi]);
+        ip(&["link", "set", &vi, "up"]);
+        ip(&["link", "set", "lo", "up"]);
+    })
+    .unwrap();
+    // a server in the outside namespace that answers with the peer address it sees
+    let l = run_in_netns(&f.netns[1], || TcpListener::bind(("0.0.0.0", 9000)))
+        .unwrap()
+        .unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming().take(4) {
+            let Ok(mut s) = s else { continue };
+            let peer = s.peer_addr().unwrap().ip().to_string();
+            let _ = s.write_all(peer.as_bytes());
+        }
+    });
+    let a = f
+        .store
+        .attach(&f.net, &f.netns[0], &f.containers[0], "eth0")
+        .unwrap();
+    let seen = run_in_netns(&f.netns[0], || {
+        tcp_round_trip(SocketAddr::from((out_ip, 9000)), b"")
+    })
+    .unwrap();
+    assert_eq!(
+        String::from_utf8(seen).unwrap(),
+        host_ip.to_string(),
+        "container {} not masqueraded",
+        a.ip
+    );
+    f.store.detach(&f.net, &f.containers[0]).unwrap();
+
+    // an internal network: no masquerade rule, traffic leaving the bridge dropped
+    let internal = f
+        .store
+        .create(
+            &format!("internal-{tag}"),
+            CreateOptions {
+                subnet: Some(free_subnet()),
+                internal: true,
+                bridge_name: Some(format!("bri-{tag}")),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    struct NetGuard<'a>(&'a NetworkStore, &'a NetworkInfo, &'a str);
+    impl Drop for NetGuard<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.detach(self.1, self.2);
+            let _ = self.0.remove(&self.1.name);
+        }
+    }
+    let cid = f.containers[0].clone();
+    let _ng = NetGuard(&f.store, &internal, &cid);
+    f.store
+        .attach(&internal, &f.netns[0], &cid, "eth1")
+        .unwrap();
+    let rules = ruleset();
+    assert!(
+        rules.contains(&format!("oifname != \"{}\" drop", internal.bridge)),
+        "{rules}"
+    );
+    assert!(
+        !rules.contains(&format!("ip saddr {}", internal.subnet)),
+        "{rules}"
+    );
+    // give the outside a route back, so only the drop rule can stop the connection
+    run_in_netns(&f.netns[1], || {
+        ip(&[
+            "route",
+            "add",
+            &internal.subnet.to_string(),
+            "via",
+            &host_ip.to_string(),
+        ])
+    })
+    .unwrap();
+    let blocked = run_in_netns(&f.netns[0], || {
+        // only route to the outside is through the internal bridge's gateway now
+        ip(&[
+            "route",
+            "replace",
+            &format!("{out_ip}/32"),
+            "via",
+            &internal.gateway.to_string(),
+        ]);
+        TcpStream::connect_timeout(
+            &SocketAddr::from((out_ip, 9000)),
+            Duration::from_millis(1500),
+        )
+        .is_err()
+    })
+    .unwrap();
+    assert!(blocked, "internal network reached the outside");
+    f.store.detach(&internal, &cid).unwrap();
+    f.store.remove(&internal.name).unwrap();
+    let rules = ruleset();
+    assert!(!rules.contains(&internal.bridge), "{rules}");
+}
+
+#[test]
+fn default_network_and_automatic_subnets() {
+    if !require_root() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let store = NetworkStore::open(d.path()).unwrap();
+    let def = store.ensure_default().unwrap();
+    assert_eq!(
+        (def.name.as_str(), def.bridge.as_str()),
+        ("bridge", "berth0")
+    );
+    assert_eq!(store.ensure_default().unwrap(), def);
+    let host = berth_net::host_ipv4_networks().unwrap();
+    // 172.17.0.0/16 unless the host uses it (only the record is made: no berth0 device yet)
+    if !host
+        .iter()
+        .any(|h| h.overlaps(&"172.17.0.0/16".parse().unwrap()))
+    {
+        assert_eq!(def.subnet.to_string(), "172.17.0.0/16");
+    }
+    let n = store.create("auto", CreateOptions::default()).unwrap();
+    assert!(!n.subnet.overlaps(&def.subnet));
+    assert!(
+        !host.iter().any(|h| h.overlaps(&n.subnet)),
+        "{} overlaps a host network",
+        n.subnet
+    );
+    assert_eq!(n.gateway, n.subnet.nth(1).unwrap());
+    assert_eq!(n.bridge, format!("br-{}", &n.id[..12]));
+    store.remove("auto").unwrap();
+    store.remove("bridge").unwrap();
+}
