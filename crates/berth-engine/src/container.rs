@@ -9,15 +9,20 @@ use std::os::unix::fs::{chown, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use berth_net::{NetworkInfo, PortMapping};
 use berth_oci::layer::{apply_layer, ApplyOptions, WhiteoutMode};
 use berth_oci::Digest;
 use berth_runtime::shim::{self, ContainerStatus, ExitInfo, ShimError, ShimRequest};
-use berth_runtime::spec::{build_spec, HostInfo, NetMode, RootfsUserDb, RunOptions, SpecError};
+use berth_runtime::spec::{
+    build_spec, EtcFiles, HostInfo, MountSpec, NetMode, RootfsUserDb, RunOptions, SpecError,
+};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::image::{ImageError, ResolvedImage};
+use crate::network::NetworkAttachment;
 use crate::overlay::{self, MountError};
+use crate::volume::{parse_volume, MountRecord, VolumeSpec};
 use crate::{fsutil, Engine};
 
 const RECORD: &str = "config.json";
@@ -40,6 +45,12 @@ pub enum ContainerError {
     NotRunning(String),
     #[error("exec: {0}")]
     Exec(String),
+    #[error("{0}")]
+    Volume(String),
+    #[error("no such volume: {0}")]
+    NoSuchVolume(String),
+    #[error("{0}")]
+    Network(String),
     #[error("cannot {what} {path}")]
     Io {
         what: &'static str,
@@ -95,8 +106,8 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> C
     }
 }
 
-/// `--network` values available so far (bridge networks come with the network service).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `--network`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Network {
     /// A fresh network namespace with only loopback (Docker's `none`).
@@ -104,6 +115,34 @@ pub enum Network {
     None,
     /// The host's network namespace.
     Host,
+    /// A bridge network by name (`bridge` is the default one).
+    Bridge(String),
+}
+
+impl Network {
+    /// Docker's `NetworkMode` string.
+    pub fn mode(&self) -> &str {
+        match self {
+            Network::None => "none",
+            Network::Host => "host",
+            Network::Bridge(n) => n,
+        }
+    }
+}
+
+/// Releases a container's network unless disarmed (a failed start leaves nothing behind).
+struct NetGuard<'a> {
+    engine: &'a Engine,
+    id: &'a str,
+    attachment: Option<NetworkAttachment>,
+}
+
+impl Drop for NetGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(att) = self.attachment.take() {
+            self.engine.release_network(self.id, &att);
+        }
+    }
 }
 
 /// What `berth run` asks for.
@@ -126,6 +165,15 @@ pub struct RunSpec {
     pub hostname: Option<String>,
     /// `--rm` (carried out by the foreground `berth run`).
     pub auto_remove: bool,
+    /// `-v` values (`SRC:DST[:ro]`, `NAME:DST`, `DST`).
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    /// `--tmpfs DST[:OPTIONS]`.
+    #[serde(default)]
+    pub tmpfs: Vec<String>,
+    /// `-p` values (`[IP:][HOST:]CTR[/PROTO]`).
+    #[serde(default)]
+    pub publish: Vec<String>,
 }
 
 /// `containers/<id>/config.json`.
@@ -147,6 +195,12 @@ pub struct ContainerRecord {
     pub hostname: String,
     pub stop_signal: i32,
     pub options: RunSpec,
+    /// Volumes and bind mounts (inspect's `Mounts`).
+    #[serde(default)]
+    pub mounts: Vec<MountRecord>,
+    /// Address, namespace and published ports on a bridge network.
+    #[serde(default)]
+    pub network_attachment: Option<NetworkAttachment>,
 }
 
 /// The state of a container.
@@ -306,7 +360,7 @@ impl Engine {
         serde_json::from_slice(&data).map_err(|source| ContainerError::Record { path, source })
     }
 
-    fn records(&self) -> Result<Vec<ContainerRecord>, ContainerError> {
+    pub(crate) fn records(&self) -> Result<Vec<ContainerRecord>, ContainerError> {
         let dir = self.containers_dir();
         let mut out = Vec::new();
         for entry in fs::read_dir(&dir).map_err(io_err("read", &dir))? {
@@ -419,6 +473,27 @@ impl Engine {
     /// On any failure nothing is left behind (no mount, no directory).
     pub fn run(&self, spec: &RunSpec) -> Result<ContainerRecord, ContainerError> {
         let image = self.resolve_image(&spec.image)?;
+        let volumes = spec
+            .volumes
+            .iter()
+            .map(|v| parse_volume(v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut ports = Vec::new();
+        for p in &spec.publish {
+            ports.extend(
+                berth_net::parse_publish(p).map_err(|e| ContainerError::Network(e.to_string()))?,
+            );
+        }
+        if !ports.is_empty() && !matches!(spec.network, Network::Bridge(_)) {
+            return Err(ContainerError::Network(format!(
+                "published ports need a bridge network, not --network {}",
+                spec.network.mode()
+            )));
+        }
+        let network = match &spec.network {
+            Network::Bridge(n) => Some(self.resolve_network(n)?),
+            _ => None,
+        };
         let id = generate_id();
         let dir = self.container_dir(&id);
         let name = {
@@ -465,6 +540,8 @@ impl Engine {
                 hostname: String::new(),
                 stop_signal: libc::SIGTERM,
                 options: spec.clone(),
+                mounts: Vec::new(),
+                network_attachment: None,
             };
             if let Err(e) = self.write_record(&placeholder) {
                 let _ = fs::remove_dir_all(&dir);
@@ -472,7 +549,8 @@ impl Engine {
             }
             name
         };
-        match self.create_and_start(&id, &name, spec, &image) {
+        let net = network.map(|n| (n, ports));
+        match self.create_and_start(&id, &name, spec, &volumes, net.as_ref(), &image) {
             Ok(record) => Ok(record),
             Err(e) => {
                 if let Err(cleanup) = self.cleanup(&id) {
@@ -497,6 +575,8 @@ impl Engine {
         id: &str,
         name: &str,
         spec: &RunSpec,
+        volumes: &[VolumeSpec],
+        net: Option<&(NetworkInfo, Vec<PortMapping>)>,
         image: &ResolvedImage,
     ) -> Result<ContainerRecord, ContainerError> {
         let dir = self.container_dir(id);
@@ -513,15 +593,78 @@ impl Engine {
         fs::set_permissions(&upper, fs::Permissions::from_mode(0o755))
             .map_err(io_err("chmod", &upper))?;
         overlay::mount_overlay(&lower, &upper, &work, &rootfs)?;
+        let image_volumes = image
+            .config
+            .config()
+            .as_ref()
+            .and_then(|c| c.volumes().clone())
+            .unwrap_or_default();
+        let mounts = self.prepare_volumes(volumes, &image_volumes, &rootfs)?;
+        match self.start_prepared(id, name, spec, net, image, &rootfs, &bundle, mounts.clone()) {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.remove_anonymous_volumes(&mounts);
+                Err(e)
+            }
+        }
+    }
 
-        let hostname = match (&spec.hostname, spec.network) {
+    #[allow(clippy::too_many_arguments)]
+    fn start_prepared(
+        &self,
+        id: &str,
+        name: &str,
+        spec: &RunSpec,
+        net: Option<&(NetworkInfo, Vec<PortMapping>)>,
+        image: &ResolvedImage,
+        rootfs: &Path,
+        bundle: &Path,
+        mounts: Vec<MountRecord>,
+    ) -> Result<ContainerRecord, ContainerError> {
+        let mut user_mounts: Vec<MountSpec> = mounts
+            .iter()
+            .map(|m| MountSpec::Bind {
+                source: PathBuf::from(&m.source),
+                destination: m.destination.clone(),
+                readonly: !m.rw,
+            })
+            .collect();
+        for t in &spec.tmpfs {
+            let (destination, options) = t.split_once(':').unwrap_or((t.as_str(), ""));
+            user_mounts.push(MountSpec::Tmpfs {
+                destination: destination.to_string(),
+                options: options.to_string(),
+            });
+        }
+
+        let hostname = match (&spec.hostname, &spec.network) {
             (Some(h), _) => h.clone(),
             (None, Network::Host) => nix::unistd::gethostname()
                 .ok()
                 .and_then(|h| h.into_string().ok())
                 .unwrap_or_default(),
-            (None, Network::None) => id[..12].to_string(),
+            (None, _) => id[..12].to_string(),
         };
+        let mut guard = NetGuard {
+            engine: self,
+            id,
+            attachment: None,
+        };
+        let net_mode = match net {
+            Some((info, ports)) => {
+                let att = self.attach_network(id, name, info, ports)?;
+                let path = att.netns.clone();
+                guard.attachment = Some(att);
+                NetMode::Path(path)
+            }
+            None if spec.network == Network::Host => NetMode::Host,
+            None => NetMode::NewNs,
+        };
+        let (ip, dns) = match &guard.attachment {
+            Some(a) => (Some(a.ip), Some(a.gateway)),
+            None => (None, None),
+        };
+        let etc = self.write_etc_files(id, &hostname, ip, dns)?;
         let opts = RunOptions {
             hostname: hostname.clone(),
             env: spec.env.clone(),
@@ -538,24 +681,27 @@ impl Engine {
             cpus: spec.cpus,
             memory: spec.memory,
             pids_limit: spec.pids_limit,
-            network: match spec.network {
-                Network::None => NetMode::NewNs,
-                Network::Host => NetMode::Host,
-            },
+            network: net_mode,
             cgroups_path: format!("/berth/{id}"),
+            mounts: user_mounts,
+            etc_files: EtcFiles {
+                hosts: Some(etc.hosts),
+                hostname: Some(etc.hostname),
+                resolv_conf: Some(etc.resolv_conf),
+            },
             ..RunOptions::default()
         };
         let built = build_spec(
             &image.config,
             &opts,
-            &rootfs,
-            &RootfsUserDb::new(&rootfs),
+            rootfs,
+            &RootfsUserDb::new(rootfs),
             &HostInfo::detect(),
         )?;
         let process = built.spec.process().clone().unwrap_or_default();
         let cwd = process.cwd().clone();
         // The working directory must exist; Docker creates it owned by the user.
-        if let Ok(path) = berth_runtime::spec::user::resolve_in_root(&rootfs, Path::new(&cwd)) {
+        if let Ok(path) = berth_runtime::spec::user::resolve_in_root(rootfs, Path::new(&cwd)) {
             if !path.exists() {
                 fs::create_dir_all(&path).map_err(io_err("create", &path))?;
                 chown(&path, Some(built.user.uid), Some(built.user.gid))
@@ -590,13 +736,16 @@ impl Engine {
             hostname,
             stop_signal: built.stop_signal,
             options: spec.clone(),
+            mounts,
+            network_attachment: guard.attachment.clone(),
         };
         self.write_record(&record)?;
 
-        let req = ShimRequest::new(id, &bundle, self.state_dir(id), self.root.join("run"));
+        let req = ShimRequest::new(id, bundle, self.state_dir(id), self.root.join("run"));
         match shim::spawn(&self.shim_exe, &req) {
             Ok(handle) => {
                 tracing::debug!(%id, pid = handle.pid, "container started");
+                guard.attachment = None;
                 Ok(record)
             }
             Err(ShimError::StartFailed { message, .. }) => Err(ContainerError::StartFailed {
@@ -611,6 +760,14 @@ impl Engine {
     /// Unmounts the rootfs and deletes the container's directories.
     fn cleanup(&self, id: &str) -> Result<(), ContainerError> {
         let dir = self.container_dir(id);
+        // The namespace file is a mount point in the directory: release it first.
+        if let Ok(Some(att)) = self.read_record(id).map(|r| r.network_attachment) {
+            self.release_network(id, &att);
+        }
+        let netns = dir.join("netns");
+        if berth_net::is_netns_mount(&netns) {
+            let _ = berth_net::delete_netns(&netns);
+        }
         overlay::unmount(&dir.join("rootfs"))?;
         let runtime = self.root.join("run").join(id);
         if runtime.exists() {
@@ -642,6 +799,10 @@ impl Engine {
                 timeout.unwrap_or(Duration::from_secs(10)),
             )?;
         }
+        // Docker releases the address and the published ports of a stopped container.
+        if let Some(att) = &info.record.network_attachment {
+            self.release_network(&info.record.id, att);
+        }
         self.container(&info.record.id)
     }
 
@@ -659,6 +820,16 @@ impl Engine {
 
     /// `berth rm`: refuses a running container unless `force` (then kills it first).
     pub fn remove(&self, query: &str, force: bool) -> Result<String, ContainerError> {
+        self.remove_with_volumes(query, force, false)
+    }
+
+    /// `berth rm [-f] [-v]`: `volumes` also removes the container's anonymous volumes.
+    pub fn remove_with_volumes(
+        &self,
+        query: &str,
+        force: bool,
+        volumes: bool,
+    ) -> Result<String, ContainerError> {
         let info = self.container(query)?;
         let id = info.record.id.clone();
         let state_dir = self.state_dir(&id);
@@ -689,6 +860,9 @@ impl Engine {
             ContainerState::Created | ContainerState::Exited(_) => {}
         }
         self.cleanup(&id)?;
+        if volumes {
+            self.remove_anonymous_volumes(&info.record.mounts);
+        }
         Ok(id)
     }
 }

@@ -14,7 +14,9 @@ pub mod container;
 pub mod exec;
 mod fsutil;
 pub mod image;
+pub mod network;
 pub mod overlay;
+pub mod volume;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -28,6 +30,8 @@ pub use container::{
 };
 pub use exec::{ExecSpec, PreparedExec};
 pub use image::{ImageError, ImageSummary, ResolvedImage};
+pub use network::NetworkAttachment;
+pub use volume::{MountRecord, VolumeInfo, VolumeRecord};
 
 /// Default root directory of the engine's state.
 pub const DEFAULT_ROOT: &str = "/var/lib/berth/engine";

@@ -17,6 +17,10 @@ fn main() -> std::process::ExitCode {
         let code = cli::container::exec_sync(exec);
         return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
+    if let cli::Command::Netd(netd) = args.cmd {
+        let code = cli::network::netd_main(netd);
+        return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

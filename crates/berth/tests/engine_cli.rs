@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 const APPLETS: &[&str] = &[
     "sh", "true", "false", "echo", "sleep", "cat", "id", "hostname", "ls", "head", "tail", "dd",
-    "env", "pwd", "grep", "tty",
+    "env", "pwd", "grep", "tty", "httpd", "wget", "mkdir",
 ];
 
 fn is_root() -> bool {
@@ -81,7 +81,9 @@ impl Env {
 
     fn berth(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
+        // Tests that do not name a network stay off the shared default bridge (`berth0`).
         c.env("BERTH_ROOT", &self.root)
+            .env("BERTH_NETWORK", "none")
             .env("RUST_LOG", "error")
             .args(args);
         c
@@ -128,6 +130,20 @@ impl Drop for Env {
                 let _ = self.berth(&["rm", "-f", id]).output();
             }
         }
+        if let Ok(out) = self.berth(&["network", "ls", "-q"]).output() {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_string)
+                .collect();
+            for id in ids {
+                let _ = self.berth(&["network", "rm", &id]).output();
+            }
+        }
+        // The test root's network daemon (it would exit by itself after a minute idle).
+        let _ = Command::new("pkill")
+            .arg("-f")
+            .arg(format!("netd --root {}/netd", self.root.display()))
+            .status();
         for m in self.mounts_under_root() {
             let _ = Command::new("umount").arg("-l").arg(&m).status();
         }
@@ -544,4 +560,260 @@ fn exec_joins_the_running_container() {
         !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not running"),
         "{out:?}"
     );
+}
+
+fn curl(url: &str) -> Option<String> {
+    let out = Command::new("curl")
+        .args(["-sf", "--max-time", "2", url])
+        .output()
+        .expect("curl is installed");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn links() -> String {
+    let out = Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .expect("ip");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn bridge_network_dns_published_port_and_cleanup() {
+    let Some(env) = Env::new() else { return };
+    let net = format!("tn{:08x}", rand_u32());
+    let net_id = env.stdout(&["network", "create", &net]).trim().to_string();
+    assert_eq!(net_id.len(), 64);
+    let bridge = format!("br-{}", &net_id[..12]);
+    assert!(env.stdout(&["network", "ls"]).contains(&net));
+
+    let web = env.stdout(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        &net,
+        "-p",
+        "127.0.0.1::80",
+        "bb:1",
+        "sh",
+        "-c",
+        "mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 80 -h /www",
+    ]);
+    let web = web.trim().to_string();
+    let info = env.inspect("web");
+    let ip = info["NetworkSettings"]["IPAddress"]
+        .as_str()
+        .expect("ip")
+        .to_string();
+    let port = info["HostConfig"]["PortBindings"][0]["HostPort"]
+        .as_str()
+        .expect("host port")
+        .to_string();
+    assert_ne!(port, "0");
+    assert!(links().contains(&bridge), "bridge {bridge} exists");
+
+    // The published port, from the host, through the proxy.
+    let url = format!("http://127.0.0.1:{port}/index.html");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        if let Some(b) = curl(&url) {
+            break b;
+        }
+        assert!(Instant::now() < deadline, "{url} never answered");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(body, "hello-from-web\n");
+
+    // Another container on the network reaches it by name (embedded DNS) and by IP.
+    let probe =
+        "for i in $(seq 50); do wget -qO- http://web/index.html && break; sleep 0.1; done; \
+                 wget -qO- http://$WEB_IP/index.html; cat /etc/resolv.conf";
+    let out = env.stdout(&[
+        "run",
+        "--rm",
+        "--network",
+        &net,
+        "-e",
+        &format!("WEB_IP={ip}"),
+        "bb:1",
+        "sh",
+        "-c",
+        probe,
+    ]);
+    assert!(
+        out.starts_with("hello-from-web\nhello-from-web\n"),
+        "by name and by IP: {out}"
+    );
+    assert!(out.contains("nameserver "), "{out}");
+    // --network none has no route to it.
+    let out = env.run(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "bb:1",
+        "wget",
+        "-T",
+        "1",
+        "-qO-",
+        &format!("http://{ip}/index.html"),
+    ]);
+    assert!(!out.status.success());
+
+    // A second container cannot take the same host port.
+    let out = env.run(&[
+        "run",
+        "-d",
+        "--network",
+        &net,
+        "-p",
+        &format!("127.0.0.1:{port}:80"),
+        "bb:1",
+        "sleep",
+        "5",
+    ]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("already allocated"),
+        "{out:?}"
+    );
+
+    // stop releases the address, the veth, the namespace and the port.
+    assert_ok(&env.run(&["stop", "-t", "1", "web"]));
+    assert!(curl(&url).is_none(), "port still served after stop");
+    let netns = env.root.join("containers").join(&web).join("netns");
+    let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+        .expect("mountinfo")
+        .contains(&netns.display().to_string());
+    assert!(!mounted, "netns still mounted");
+    assert_ok(&env.run(&["rm", "web"]));
+    assert_ok(&env.run(&["network", "rm", &net]));
+    assert!(!links().contains(&bridge), "bridge {bridge} left behind");
+}
+
+fn rand_u32() -> u32 {
+    let mut b = [0u8; 4];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .expect("urandom");
+    u32::from_ne_bytes(b)
+}
+
+#[test]
+fn volumes_named_anonymous_bind_and_copy_up() {
+    let Some(env) = Env::new() else { return };
+    // A named volume outlives the container that wrote it; `:ro` is enforced.
+    assert_ok(&env.run(&[
+        "run",
+        "--rm",
+        "-v",
+        "data1:/data",
+        "bb:1",
+        "sh",
+        "-c",
+        "echo persisted > /data/f",
+    ]));
+    assert_eq!(
+        env.stdout(&[
+            "run",
+            "--rm",
+            "-v",
+            "data1:/data:ro",
+            "bb:1",
+            "cat",
+            "/data/f"
+        ]),
+        "persisted\n"
+    );
+    let out = env.run(&[
+        "run",
+        "--rm",
+        "-v",
+        "data1:/data:ro",
+        "bb:1",
+        "sh",
+        "-c",
+        "echo x > /data/g",
+    ]);
+    assert!(!out.status.success(), "read-only volume was writable");
+    let vol = env.root.join("volumes/data1/_data/f");
+    assert_eq!(
+        std::fs::read_to_string(&vol).expect("volume file"),
+        "persisted\n"
+    );
+
+    // A bind mount of a host directory (created when missing).
+    let host = env.root.join("host-dir");
+    let spec = format!("{}:/mnt", host.display());
+    assert_ok(&env.run(&[
+        "run",
+        "--rm",
+        "-v",
+        &spec,
+        "bb:1",
+        "sh",
+        "-c",
+        "echo from-container > /mnt/out",
+    ]));
+    assert_eq!(
+        std::fs::read_to_string(host.join("out")).expect("bind file"),
+        "from-container\n"
+    );
+
+    // An empty volume is filled with what the image has at that path.
+    assert_ok(&env.run(&["run", "--rm", "-v", "bins:/bin", "bb:1", "/bin/true"]));
+    assert!(
+        env.root.join("volumes/bins/_data/busybox").is_file(),
+        "copy-up"
+    );
+    assert!(
+        env.root.join("volumes/bins/_data/sh").is_symlink(),
+        "symlinks copied as links"
+    );
+
+    // Anonymous volumes go with `rm -v`; a volume in use cannot be removed.
+    assert_ok(&env.run(&[
+        "run",
+        "-d",
+        "--name",
+        "anon",
+        "-v",
+        "/scratch",
+        "-v",
+        "data1:/data",
+        "bb:1",
+        "sleep",
+        "100",
+    ]));
+    let mounts = env.inspect("anon")["Mounts"].clone();
+    let anon = mounts
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["Destination"] == "/scratch")
+        .expect("anonymous mount")
+        .clone();
+    assert_eq!(anon["Anonymous"], true);
+    let anon_name = anon["Name"].as_str().expect("name").to_string();
+    assert!(env.stdout(&["volume", "ls", "-q"]).contains(&anon_name));
+    let out = env.run(&["volume", "rm", "data1"]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("in use"),
+        "{out:?}"
+    );
+    assert_ok(&env.run(&["rm", "-f", "-v", "anon"]));
+    let vols = env.stdout(&["volume", "ls", "-q"]);
+    assert!(!vols.contains(&anon_name), "{vols}");
+    assert_ok(&env.run(&["volume", "rm", "data1", "bins"]));
+    assert!(!env.root.join("volumes/data1").exists());
+
+    let out = env.run(&["run", "--rm", "-v", "x:/d:bogus", "bb:1", "true"]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("invalid volume"),
+        "{out:?}"
+    );
+    assert_eq!(env.container_dirs(), 0);
 }

@@ -38,11 +38,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 #[derive(Args, Debug)]
-#[command(
-    after_help = "Not yet available (later releases): -p/--publish and bridge networks, \
--v/--volume, --restart policies, -i/-t. Until bridge networks exist the default network \
-is `none` (loopback only)."
-)]
+#[command(after_help = "Not yet available (later releases): --restart policies, -i/-t.")]
 pub struct RunArgs {
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -58,9 +54,13 @@ pub struct RunArgs {
     /// Environment variable NAME=VALUE (a bare NAME takes this process's value).
     #[arg(short, long = "env")]
     pub env: Vec<String>,
-    /// Network: none (own namespace, loopback only; the default for now) or host.
-    #[arg(long, default_value = "none", value_parser = ["none", "host"])]
+    /// Network: bridge (the default network), a network's name, host, or none (own namespace,
+    /// loopback only).
+    #[arg(long, alias = "net", env = "BERTH_NETWORK", default_value = "bridge")]
     pub network: String,
+    /// Publish a container port: [IP:][HOST_PORT:]CONTAINER_PORT[/tcp|udp], ranges allowed.
+    #[arg(short, long = "publish")]
+    pub publish: Vec<String>,
     /// Memory limit: bytes or with a unit (b, k, m, g), e.g. 512m.
     #[arg(short, long, value_parser = parse_bytes)]
     pub memory: Option<i64>,
@@ -82,6 +82,12 @@ pub struct RunArgs {
     /// Container host name.
     #[arg(long)]
     pub hostname: Option<String>,
+    /// Bind mount or volume: /host/path:/dst[:ro], NAME:/dst[:ro] or /dst (anonymous volume).
+    #[arg(short, long = "volume")]
+    pub volume: Vec<String>,
+    /// A tmpfs mount: /dst[:size=64m,mode=1777,...].
+    #[arg(long)]
+    pub tmpfs: Vec<String>,
     /// Image: NAME[:TAG] or id.
     pub image: String,
     /// Command and arguments.
@@ -162,6 +168,9 @@ pub struct RmArgs {
     /// Kill a running container first.
     #[arg(short, long)]
     pub force: bool,
+    /// Also remove the container's anonymous volumes.
+    #[arg(short, long)]
+    pub volumes: bool,
     #[arg(required = true)]
     pub containers: Vec<String>,
 }
@@ -263,7 +272,12 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
             cmd: a.cmd.clone(),
             name: a.name.clone(),
             env,
-            network: if a.network == "host" { Network::Host } else { Network::None },
+            network: match a.network.as_str() {
+                "host" => Network::Host,
+                "none" => Network::None,
+                n => Network::Bridge(n.to_string()),
+            },
+            publish: a.publish.clone(),
             memory: a.memory,
             cpus: a.cpus,
             pids_limit: a.pids_limit,
@@ -272,6 +286,8 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
             entrypoint: a.entrypoint.clone(),
             hostname: a.hostname.clone(),
             auto_remove: a.rm,
+            volumes: a.volume.clone(),
+            tmpfs: a.tmpfs.clone(),
         };
         match engine.run(&spec) {
             Ok(r) => Ok(Ok((engine, r.id))),
@@ -318,7 +334,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
     };
     if rm {
         blocking(move || {
-            if let Err(e) = engine.remove(&id, true) {
+            if let Err(e) = engine.remove_with_volumes(&id, true, true) {
                 eprintln!("berth: cannot remove container {}: {e:#}", &id[..12]);
             }
             Ok(())
@@ -529,7 +545,7 @@ pub async fn rm(a: RmArgs) -> anyhow::Result<()> {
     blocking(move || {
         let engine = open_engine(&a.engine)?;
         for_each(&engine, &a.containers, |e, c| {
-            e.remove(c, a.force)?;
+            e.remove_with_volumes(c, a.force, a.volumes)?;
             Ok(())
         })
     })
@@ -572,12 +588,33 @@ fn container_json(c: &ContainerInfo) -> serde_json::Value {
             "StopSignal": r.stop_signal,
         },
         "HostConfig": {
-            "NetworkMode": r.options.network,
+            "NetworkMode": r.options.network.mode(),
+            "PortBindings": r.network_attachment.as_ref().map(|a| a.ports.iter().map(|p| json!({
+                "HostIp": p.host_ip.to_string(),
+                "HostPort": p.host_port.to_string(),
+                "ContainerPort": format!("{}/{}", p.container_port, p.protocol),
+            })).collect::<Vec<_>>()),
             "Memory": r.options.memory.unwrap_or(0),
             "NanoCpus": r.options.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
             "PidsLimit": r.options.pids_limit,
             "AutoRemove": r.options.auto_remove,
+            "Binds": r.options.volumes,
+            "Tmpfs": r.options.tmpfs,
         },
+        "Mounts": r.mounts,
+        "NetworkSettings": r.network_attachment.as_ref().map(|a| json!({
+            "IPAddress": a.ip.to_string(),
+            "IPPrefixLen": a.prefix_len,
+            "Gateway": a.gateway.to_string(),
+            "MacAddress": a.mac,
+            "SandboxKey": a.netns,
+            "Networks": { a.network.clone(): {
+                "NetworkID": a.network_id,
+                "IPAddress": a.ip.to_string(),
+                "Gateway": a.gateway.to_string(),
+                "MacAddress": a.mac,
+            }},
+        })),
     })
 }
 

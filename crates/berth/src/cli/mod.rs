@@ -3,8 +3,10 @@
 
 pub(crate) mod container;
 mod image;
+pub(crate) mod network;
 mod registry;
 mod serve;
+mod volume;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -49,10 +51,17 @@ pub enum Command {
     Kill(container::KillArgs),
     /// Remove containers.
     Rm(container::RmArgs),
+    /// Manage networks.
+    Network(network::NetworkArgs),
+    /// Manage volumes.
+    Volume(volume::VolumeArgs),
     /// Run a command in a running container.
     Exec(container::ExecArgs),
     /// Show containers or images as JSON.
     Inspect(container::InspectArgs),
+    /// Internal: the network daemon (published ports, DNS) the engine starts on demand.
+    #[command(hide = true)]
+    Netd(network::NetdArgs),
     /// Internal: the per-container shim the engine starts (runs without the async runtime).
     #[command(hide = true)]
     Shim(berth_runtime::shim::ShimArgs),
@@ -114,6 +123,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Kill(a) => container::kill(a).await,
         Command::Rm(a) => container::rm(a).await,
         Command::Inspect(a) => container::inspect(a).await,
+        Command::Volume(a) => volume::run(a).await,
+        Command::Network(a) => network::run(a).await,
+        Command::Netd(_) => anyhow::bail!("`berth netd` must run before the async runtime starts"),
         Command::Exec(_) => anyhow::bail!("`berth exec` must run before the async runtime starts"),
         Command::Shim(_) => anyhow::bail!("`berth shim` must run before the async runtime starts"),
     }
