@@ -390,6 +390,9 @@ impl Engine {
     fn state_of(&self, id: &str) -> Result<ContainerState, ContainerError> {
         match shim::status(&self.state_dir(id)) {
             Ok(ContainerStatus::Running { pid }) => Ok(ContainerState::Running { pid }),
+            // Only with a restart policy, which the engine does not pass yet: Docker shows a
+            // restarting container as running with pid 0.
+            Ok(ContainerStatus::Restarting { .. }) => Ok(ContainerState::Running { pid: 0 }),
             Ok(ContainerStatus::Exited(e)) => Ok(ContainerState::Exited(e)),
             Ok(ContainerStatus::Lost { pid }) => Ok(ContainerState::Lost { pid }),
             Err(ShimError::NoState(_)) => Ok(ContainerState::Created),

@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use berth_runtime::cgroup;
-use berth_runtime::shim::{self, ContainerStatus, ExitInfo, ShimError, ShimHandle, ShimRequest};
+use berth_runtime::shim::{
+    self, ContainerStatus, ExitInfo, RestartPolicy, ShimError, ShimHandle, ShimRequest,
+};
 use oci_spec::runtime::{LinuxMemory, Spec};
 
 /// The shim executable: this crate's test binary, or `BERTH_SHIM_EXE` (e.g. target/release/berth)
@@ -54,6 +56,7 @@ struct Fixture {
     tmp: tempfile::TempDir,
     id: String,
     spec: Spec,
+    restart: RestartPolicy,
     handle: Option<ShimHandle>,
 }
 
@@ -85,6 +88,7 @@ impl Fixture {
             tmp,
             id,
             spec,
+            restart: RestartPolicy::No,
             handle: None,
         }
     }
@@ -113,6 +117,11 @@ impl Fixture {
         self
     }
 
+    fn with_restart(mut self, policy: &str) -> Self {
+        self.restart = policy.parse().expect("restart policy");
+        self
+    }
+
     fn with_terminal(mut self) -> Self {
         let mut process = self.spec.process().clone().unwrap_or_default();
         process.set_terminal(Some(true));
@@ -134,6 +143,7 @@ impl Fixture {
             self.tmp.path().join("run"),
         );
         req.tty = tty;
+        req.restart = self.restart;
         req
     }
 
@@ -222,7 +232,9 @@ impl Fixture {
             let log = fs::read_to_string(state.join(shim::SHIM_LOG_FILE)).unwrap_or_default();
             eprintln!("--- shim.log of {} ---\n{log}", self.id);
         }
-        if let Ok(ContainerStatus::Running { .. }) = shim::status(&state) {
+        if let Ok(ContainerStatus::Running { .. } | ContainerStatus::Restarting { .. }) =
+            shim::status(&state)
+        {
             let _ = shim::kill(&state, libc::SIGKILL);
             let _ = shim::wait_exit(&state, Duration::from_secs(10));
         }
@@ -680,4 +692,315 @@ fn spawn_to_exit_timing() {
         ms(times[RUNS - 1].0),
         ms(spawns[RUNS / 2]),
     );
+}
+
+/// The restart count in state.json.
+fn restart_count(state: &Path) -> u32 {
+    shim::read_state(state)
+        .expect("read state")
+        .expect("state.json")
+        .restart_count
+}
+
+/// Polls the container's status until `pred` holds (bounded).
+fn wait_for_status(
+    state: &Path,
+    timeout: Duration,
+    pred: impl Fn(&ContainerStatus) -> bool,
+) -> ContainerStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let st = shim::status(state).expect("status");
+        if pred(&st) {
+            return st;
+        }
+        assert!(Instant::now() < deadline, "status still {st:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn restart_policy_syntax() {
+    use clap::Parser;
+    let p = |s: &str| s.parse::<RestartPolicy>();
+    assert_eq!(p("no"), Ok(RestartPolicy::No));
+    assert_eq!(p("always"), Ok(RestartPolicy::Always));
+    assert_eq!(p("unless-stopped"), Ok(RestartPolicy::UnlessStopped));
+    assert_eq!(
+        p("on-failure"),
+        Ok(RestartPolicy::OnFailure { max_retries: None })
+    );
+    assert_eq!(
+        p("on-failure:2"),
+        Ok(RestartPolicy::OnFailure {
+            max_retries: Some(2)
+        })
+    );
+    for bad in ["yes", "always:2", "on-failure:two", "on-failure:-1"] {
+        let err = p(bad).expect_err(bad).to_string();
+        assert!(err.contains(bad), "{err}");
+    }
+    for s in [
+        "no",
+        "on-failure",
+        "on-failure:2",
+        "always",
+        "unless-stopped",
+    ] {
+        assert_eq!(p(s).expect(s).to_string(), s);
+    }
+
+    let base = [
+        "shim", "--id", "x", "--bundle", "/b", "--state", "/s", "--root", "/r",
+    ];
+    let args = shim::ShimArgs::try_parse_from(base).expect("no --restart");
+    assert_eq!(args.restart, RestartPolicy::No);
+    let args = shim::ShimArgs::try_parse_from(base.iter().chain(&["--restart", "on-failure:3"]))
+        .expect("--restart on-failure:3");
+    assert_eq!(
+        args.restart,
+        RestartPolicy::OnFailure {
+            max_retries: Some(3)
+        }
+    );
+    let err = shim::ShimArgs::try_parse_from(base.iter().chain(&["--restart", "sometimes"]))
+        .expect_err("bad policy")
+        .to_string();
+    assert!(err.contains("expected no, on-failure"), "{err}");
+    assert_eq!(
+        ShimRequest::new("i", "/b", "/s", "/r").restart,
+        RestartPolicy::No
+    );
+}
+
+#[test]
+fn no_restart_policy_runs_once() {
+    if !root_or_skip("no_restart_policy_runs_once") {
+        return;
+    }
+    let mut t =
+        Fixture::new("norestart", &["/bin/sh", "-c", "echo run; exit 3"]).with_restart("no");
+    let exit = t.run_to_exit();
+    assert_eq!(exit.exit_code, 3);
+    assert_eq!(t.stream("stdout"), "run\n");
+    assert_eq!(restart_count(&t.state()), 0);
+    assert!(shim::read_last_exit(&t.state()).expect("read").is_none());
+    t.assert_clean();
+}
+
+#[test]
+fn on_failure_restarts_up_to_the_limit() {
+    if !root_or_skip("on_failure_restarts_up_to_the_limit") {
+        return;
+    }
+    let mut t = Fixture::new("onfailure", &["/bin/sh", "-c", "echo run; exit 3"])
+        .with_restart("on-failure:2");
+    let start = Instant::now();
+    let h = t.spawn().expect("spawn");
+    let exit = h
+        .wait(Duration::from_secs(30))
+        .expect("wait")
+        .expect("exits for good");
+    let took = start.elapsed();
+    assert_eq!(exit.exit_code, 3, "{exit:?}");
+    assert_eq!(restart_count(&t.state()), 2);
+    assert_eq!(t.stream("stdout"), "run\nrun\nrun\n");
+    let last = shim::read_last_exit(&t.state())
+        .expect("read")
+        .expect("last_exit.json");
+    assert_eq!(last.exit_code, 3);
+    let on_disk = shim::read_exit(&t.state())
+        .expect("read")
+        .expect("exit.json");
+    assert_eq!(on_disk, exit);
+    assert!(
+        matches!(shim::status(&t.state()).expect("status"), ContainerStatus::Exited(e) if e.exit_code == 3)
+    );
+    // Back-off 100 ms + 200 ms.
+    assert!(took >= Duration::from_millis(300), "took {took:?}");
+    eprintln!("on-failure:2 with 3 runs took {took:?}");
+    t.assert_clean();
+}
+
+#[test]
+fn on_failure_does_not_restart_a_clean_exit() {
+    if !root_or_skip("on_failure_does_not_restart_a_clean_exit") {
+        return;
+    }
+    let mut t =
+        Fixture::new("onfailure0", &["/bin/sh", "-c", "echo run"]).with_restart("on-failure");
+    let exit = t.run_to_exit();
+    assert_eq!(exit.exit_code, 0);
+    assert_eq!(restart_count(&t.state()), 0);
+    assert_eq!(t.stream("stdout"), "run\n");
+    t.assert_clean();
+}
+
+#[test]
+fn always_restarts_until_stopped() {
+    if !root_or_skip("always_restarts_until_stopped") {
+        return;
+    }
+    let mut t = Fixture::new("always", &["/bin/sh", "-c", "echo tick"]).with_restart("always");
+    let h = t.spawn().expect("spawn");
+    let state = t.state();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut saw_restarting = false;
+    while restart_count(&state) < 2 {
+        assert!(Instant::now() < deadline, "no second restart");
+        if let ContainerStatus::Restarting { last_exit, .. } = shim::status(&state).expect("status")
+        {
+            saw_restarting = true;
+            if let Some(e) = last_exit {
+                assert_eq!(e.exit_code, 0);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(saw_restarting, "never saw the restarting state");
+    // A waiter does not return on an exit that is followed by a restart.
+    assert_eq!(h.wait(Duration::from_millis(50)).expect("wait"), None);
+
+    let exit = h.stop(libc::SIGKILL, Duration::from_secs(5)).expect("stop");
+    assert!(exit.exit_code == 0 || exit.exit_code == 137, "{exit:?}");
+    let count = restart_count(&state);
+    let runs = t.stream("stdout").matches("tick").count();
+    assert!(count >= 2);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(restart_count(&state), count, "restarted after the stop");
+    assert_eq!(t.stream("stdout").matches("tick").count(), runs);
+    assert!(
+        runs == count as usize || runs == count as usize + 1,
+        "{runs} runs for {count} restarts"
+    );
+    assert!(matches!(
+        shim::status(&state).expect("status"),
+        ContainerStatus::Exited(_)
+    ));
+    assert!(matches!(h.kill(libc::SIGTERM), Err(ShimError::NotRunning)));
+    t.assert_clean();
+}
+
+#[test]
+fn stop_during_the_backoff_is_prompt() {
+    if !root_or_skip("stop_during_the_backoff_is_prompt") {
+        return;
+    }
+    let mut t = Fixture::new("backoffstop", &["/bin/sh", "-c", "echo run; exit 1"])
+        .with_restart("on-failure");
+    let h = t.spawn().expect("spawn");
+    // The 6th restart waits 3.2 s.
+    let st = wait_for_status(
+        &t.state(),
+        Duration::from_secs(20),
+        |s| matches!(s, ContainerStatus::Restarting { restart_count, .. } if *restart_count >= 6),
+    );
+    let ContainerStatus::Restarting {
+        restart_count: count,
+        last_exit,
+    } = st
+    else {
+        panic!("not restarting: {st:?}");
+    };
+    assert_eq!(last_exit.map(|e| e.exit_code), Some(1));
+    let start = Instant::now();
+    let exit = h
+        .stop(libc::SIGTERM, Duration::from_secs(10))
+        .expect("stop");
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(2), "stop took {took:?}");
+    eprintln!("stop during a restart back-off took {took:?}");
+    assert_eq!(exit.exit_code, 1, "{exit:?}");
+    assert_eq!(restart_count(&t.state()), count);
+    assert_eq!(t.stream("stdout").matches("run").count(), count as usize);
+    t.assert_clean();
+}
+
+#[test]
+fn kill_is_a_manual_stop_and_signal_is_not() {
+    if !root_or_skip("kill_is_a_manual_stop_and_signal_is_not") {
+        return;
+    }
+    let mut t = Fixture::new("killstop", &["/bin/sh", "-c", "echo run; exec sleep 1000"])
+        .with_restart("always");
+    let h = t.spawn().expect("spawn");
+    // `signal` leaves the policy alone: the container is restarted with a new init.
+    h.signal(libc::SIGKILL).expect("signal");
+    let st = wait_for_status(
+        &t.state(),
+        Duration::from_secs(10),
+        |s| matches!(s, ContainerStatus::Running { pid } if *pid != h.pid),
+    );
+    assert_eq!(restart_count(&t.state()), 1);
+    let ContainerStatus::Running { pid } = st else {
+        panic!("{st:?}");
+    };
+    assert!(alive(pid));
+    let last = shim::read_last_exit(&t.state())
+        .expect("read")
+        .expect("last exit");
+    assert_eq!(last.exit_code, 137);
+    // `kill` (docker kill) is a manual stop, as in Docker: no restart.
+    h.kill(libc::SIGKILL).expect("kill");
+    let exit = h
+        .wait(Duration::from_secs(10))
+        .expect("wait")
+        .expect("exits for good");
+    assert_eq!(exit.signal, Some(libc::SIGKILL));
+    assert_eq!(restart_count(&t.state()), 1);
+    assert!(wait_gone(pid, Duration::from_secs(5)));
+    t.assert_clean();
+}
+
+#[test]
+fn a_failed_restart_ends_with_the_last_exit() {
+    if !root_or_skip("a_failed_restart_ends_with_the_last_exit") {
+        return;
+    }
+    // The command removes itself: the restart cannot start it.
+    let mut t = Fixture::new(
+        "vanish",
+        &["/bin/sh", "-c", "echo once; rm /bin/sh; exit 4"],
+    )
+    .with_restart("always");
+    let exit = t.run_to_exit();
+    assert_eq!(exit.exit_code, 4, "{exit:?}");
+    assert_eq!(t.stream("stdout"), "once\n");
+    assert_eq!(restart_count(&t.state()), 1);
+    let shim_log = fs::read_to_string(t.state().join(shim::SHIM_LOG_FILE)).unwrap_or_default();
+    assert!(shim_log.contains("cannot restart"), "{shim_log}");
+    t.assert_clean();
+}
+
+#[test]
+fn restarted_containers_get_clean_signals_and_a_terminal() {
+    if !root_or_skip("restarted_containers_get_clean_signals_and_a_terminal") {
+        return;
+    }
+    let mut t = Fixture::new(
+        "restartsigs",
+        &["/bin/sh", "-c", "cat /proc/self/status; exit 2"],
+    )
+    .with_restart("on-failure:1");
+    let exit = t.run_to_exit();
+    assert_eq!(exit.exit_code, 2);
+    let out = t.stream("stdout");
+    for field in ["SigIgn:", "SigBlk:"] {
+        let values: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix(field))
+            .map(str::trim)
+            .collect();
+        assert_eq!(values, ["0000000000000000"; 2], "{field} in {out}");
+    }
+    t.assert_clean();
+
+    let mut tty = Fixture::new("restarttty", &["/bin/sh", "-c", "echo hi; exit 2"])
+        .with_terminal()
+        .with_restart("on-failure:1");
+    let exit = tty.run_to_exit();
+    assert_eq!(exit.exit_code, 2);
+    assert_eq!(tty.stream("stdout"), "hi\r\nhi\r\n");
+    assert_eq!(restart_count(&tty.state()), 1);
+    tty.assert_clean();
 }

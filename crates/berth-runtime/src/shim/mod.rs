@@ -8,15 +8,21 @@
 //! - copies the container's stdout/stderr into `STATE_DIR/container.log` as Docker json-file lines;
 //! - answers requests on `STATE_DIR/shim.sock` (kill, state, wait for the exit);
 //! - reaps the container's init and records `STATE_DIR/exit.json` (exit code, signal, OOM kill);
-//! - deletes the container and removes its cgroup directories in every hierarchy, then exits.
+//! - deletes the container and removes its cgroup directories in every hierarchy;
+//! - with a [`RestartPolicy`] that asks for it, waits a back-off delay and creates and starts the
+//!   container again from the same bundle (same log, same state directory), until the policy says
+//!   no or the user stops it ([`stop`] and [`kill`] are manual stops, as in Docker);
+//! - then exits.
 //!
 //! It keeps working when the engine that spawned it exits. The engine side is [`status`],
-//! [`kill`], [`wait_exit`] and [`stop`], which only need the state directory.
+//! [`kill`], [`signal`], [`wait_exit`] and [`stop`], which only need the state directory.
 //!
-//! Files in the state directory: `state.json` (init pid, shim pid; written once the container
-//! runs), `exit.json` (written atomically once it exited and was cleaned up), `container.log`,
-//! `shim.log` (the shim's own diagnostics), `shim.sock`.
+//! Files in the state directory: `state.json` (init pid, shim pid, restart count; written once
+//! the container runs and again on each restart), `last_exit.json` (the latest exit that was
+//! followed by a restart), `exit.json` (written atomically once the container exited for good and
+//! was cleaned up), `container.log`, `shim.log` (the shim's own diagnostics), `shim.sock`.
 
+mod restart;
 mod server;
 
 use std::fs::{self, File, OpenOptions};
@@ -33,12 +39,16 @@ use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use serde::{Deserialize, Serialize};
 
+pub use restart::{
+    ParseRestartPolicyError, RestartPolicy, BACKOFF_INITIAL, BACKOFF_MAX, BACKOFF_RESET_AFTER,
+};
 pub use server::shim_main;
 pub(crate) use server::{receive_console, reset_ignored_signals, thread_count};
 
 /// File names in a container's state directory.
 pub const STATE_FILE: &str = "state.json";
 pub const EXIT_FILE: &str = "exit.json";
+pub const LAST_EXIT_FILE: &str = "last_exit.json";
 pub const LOG_FILE: &str = "container.log";
 pub const SHIM_LOG_FILE: &str = "shim.log";
 pub const SOCKET_FILE: &str = "shim.sock";
@@ -135,6 +145,9 @@ pub struct ShimArgs {
     /// The container has a terminal (process.terminal in the spec); its output is logged as stdout.
     #[arg(long)]
     pub tty: bool,
+    /// Restart policy: no, on-failure[:max-retries], always or unless-stopped.
+    #[arg(long, default_value_t = RestartPolicy::No)]
+    pub restart: RestartPolicy,
     /// Inherited pipe on which the shim reports the start (one JSON line), then closes.
     #[arg(long)]
     pub ready_fd: Option<i32>,
@@ -149,6 +162,8 @@ pub struct ShimRequest {
     /// libcontainer's root directory (e.g. `/run/berth/runtime`).
     pub runtime_root: PathBuf,
     pub tty: bool,
+    /// What the shim does when the container exits (default: [`RestartPolicy::No`]).
+    pub restart: RestartPolicy,
     pub start_timeout: Duration,
 }
 
@@ -165,6 +180,7 @@ impl ShimRequest {
             state_dir: state_dir.into(),
             runtime_root: runtime_root.into(),
             tty: false,
+            restart: RestartPolicy::No,
             start_timeout: DEFAULT_START_TIMEOUT,
         }
     }
@@ -187,6 +203,10 @@ impl ShimHandle {
 
     pub fn kill(&self, signal: i32) -> Result<(), ShimError> {
         kill(&self.state_dir, signal)
+    }
+
+    pub fn signal(&self, signal: i32) -> Result<(), ShimError> {
+        self::signal(&self.state_dir, signal)
     }
 
     pub fn wait(&self, timeout: Duration) -> Result<Option<ExitInfo>, ShimError> {
@@ -225,13 +245,29 @@ pub struct StateFile {
     pub shim_start_ticks: u64,
     /// The init's start time, likewise: to kill an orphaned init safely when the shim is lost.
     pub init_start_ticks: u64,
+    /// When the current run of the container started.
     pub started_at: String,
+    /// How many times the shim restarted the container (counted when it decides to restart, as
+    /// Docker does).
+    #[serde(default)]
+    pub restart_count: u32,
+    /// The init exited and the shim waits for the back-off delay before restarting it; `pid`
+    /// and `init_start_ticks` are those of the exited init.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restarting: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ContainerStatus {
     Running {
         pid: i32,
+    },
+    /// The init exited and the shim restarts it after the back-off delay (Docker's
+    /// "restarting"; a manual stop ends it, [`wait_exit`] keeps waiting).
+    Restarting {
+        restart_count: u32,
+        /// The exit that caused the restart.
+        last_exit: Option<ExitInfo>,
     },
     Exited(ExitInfo),
     /// The shim died without recording an exit (killed, or the host's pid 1 reaped it
@@ -245,7 +281,14 @@ pub enum ContainerStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "camelCase")]
 pub(crate) enum Request {
-    Kill { signal: i32 },
+    /// A manual stop: disables restarting for good, then signals the init (if it runs).
+    Kill {
+        signal: i32,
+    },
+    /// Signals the init and leaves the restart policy alone.
+    Signal {
+        signal: i32,
+    },
     State,
     Wait,
 }
@@ -265,6 +308,14 @@ pub(crate) struct Response {
     pub shim_pid: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<ExitInfo>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restarting: bool,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restart_count: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Writes `data` to `dir/name` through a temporary file and a rename.
@@ -299,6 +350,11 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, Shi
 /// `exit.json` of a container, if it exited.
 pub fn read_exit(state_dir: &Path) -> Result<Option<ExitInfo>, ShimError> {
     read_json(&state_dir.join(EXIT_FILE))
+}
+
+/// `last_exit.json` of a container: the latest exit after which the shim restarted it.
+pub fn read_last_exit(state_dir: &Path) -> Result<Option<ExitInfo>, ShimError> {
+    read_json(&state_dir.join(LAST_EXIT_FILE))
 }
 
 /// `state.json` of a container, if it started.
@@ -350,6 +406,8 @@ pub fn spawn(exe: &Path, req: &ShimRequest) -> Result<ShimHandle, ShimError> {
         .arg(&req.state_dir)
         .arg("--root")
         .arg(&req.runtime_root)
+        .arg("--restart")
+        .arg(req.restart.to_string())
         .arg("--ready-fd")
         .arg(wr_fd.to_string());
     if req.tty {
@@ -529,6 +587,12 @@ pub fn status(state_dir: &Path) -> Result<ContainerStatus, ShimError> {
         return Err(ShimError::NoState(state_dir.to_path_buf()));
     };
     if process_start_ticks(state.shim_pid) == Some(state.shim_start_ticks) {
+        if state.restarting {
+            return Ok(ContainerStatus::Restarting {
+                restart_count: state.restart_count,
+                last_exit: read_last_exit(state_dir)?,
+            });
+        }
         return Ok(ContainerStatus::Running { pid: state.pid });
     }
     // The shim may have written exit.json just before it went away.
@@ -538,13 +602,26 @@ pub fn status(state_dir: &Path) -> Result<ContainerStatus, ShimError> {
     }
 }
 
-/// Sends `signal` to the container's init through its shim.
+/// `docker kill`: a manual stop. The shim stops restarting the container for good (whatever its
+/// restart policy, as Docker does after `docker kill`), then sends `signal` to the init. During
+/// a restart back-off there is no init: the restart is cancelled and the shim ends with the last
+/// exit. `berth stop` ([`stop`]) and `berth rm -f` go through this too.
 pub fn kill(state_dir: &Path, signal: i32) -> Result<(), ShimError> {
+    send_request(state_dir, &Request::Kill { signal })
+}
+
+/// Sends `signal` to the container's init without touching the restart policy (e.g. SIGHUP to
+/// reload a configuration); [`ShimError::NotRunning`] during a restart back-off.
+pub fn signal(state_dir: &Path, signal: i32) -> Result<(), ShimError> {
+    send_request(state_dir, &Request::Signal { signal })
+}
+
+fn send_request(state_dir: &Path, req: &Request) -> Result<(), ShimError> {
     let control = |source| ShimError::Control {
         path: state_dir.join(SOCKET_FILE),
         source,
     };
-    match request(state_dir, &Request::Kill { signal }, Some(REQUEST_TIMEOUT)) {
+    match request(state_dir, req, Some(REQUEST_TIMEOUT)) {
         Ok(Some(r)) if r.ok => Ok(()),
         Ok(Some(r)) if r.not_running => Err(ShimError::NotRunning),
         Ok(Some(r)) => Err(ShimError::Refused(r.error.unwrap_or_default())),
@@ -597,13 +674,14 @@ pub fn wait_exit(state_dir: &Path, timeout: Duration) -> Result<Option<ExitInfo>
         None => match status(state_dir)? {
             ContainerStatus::Exited(exit) => Ok(Some(exit)),
             ContainerStatus::Lost { .. } => Err(ShimError::Lost(state_dir.to_path_buf())),
-            ContainerStatus::Running { .. } => Ok(None),
+            ContainerStatus::Running { .. } | ContainerStatus::Restarting { .. } => Ok(None),
         },
     }
 }
 
 /// Stops a container like `docker stop`: `signal` (SIGTERM or the image's STOPSIGNAL), then
-/// SIGKILL if it has not exited after `timeout`.
+/// SIGKILL if it has not exited after `timeout`. A manual stop: the container is not restarted
+/// (and a pending restart is cancelled at once).
 pub fn stop(state_dir: &Path, signal: i32, timeout: Duration) -> Result<ExitInfo, ShimError> {
     match kill(state_dir, signal) {
         Ok(()) | Err(ShimError::NotRunning) => {}
@@ -628,6 +706,8 @@ mod tests {
     fn protocol_lines() {
         let r = serde_json::to_string(&Request::Kill { signal: 15 }).expect("encode");
         assert_eq!(r, r#"{"op":"kill","signal":15}"#);
+        let r = serde_json::to_string(&Request::Signal { signal: 1 }).expect("encode");
+        assert_eq!(r, r#"{"op":"signal","signal":1}"#);
         let r = serde_json::to_string(&Request::Wait).expect("encode");
         assert_eq!(r, r#"{"op":"wait"}"#);
         let ok = serde_json::to_string(&Response {
@@ -636,6 +716,14 @@ mod tests {
         })
         .expect("encode");
         assert_eq!(ok, r#"{"ok":true}"#);
+        let state = serde_json::to_string(&Response {
+            ok: true,
+            restarting: true,
+            restart_count: 2,
+            ..Default::default()
+        })
+        .expect("encode");
+        assert_eq!(state, r#"{"ok":true,"restarting":true,"restartCount":2}"#);
     }
 
     #[test]
@@ -673,6 +761,12 @@ mod tests {
         assert_eq!(
             status(tmp.path()).expect("status"),
             ContainerStatus::Lost { pid: 1 }
+        );
+        assert_eq!(
+            read_state(tmp.path())
+                .expect("read")
+                .map(|s| s.restart_count),
+            Some(0)
         );
         assert!(matches!(
             wait_exit(tmp.path(), Duration::from_millis(10)),

@@ -10,8 +10,12 @@
 //!
 //! Exit: when the init is a zombie (seen with `waitid(WNOWAIT)`, so its pid cannot be reused
 //! while libcontainer looks at it): drain the output, read the OOM-kill counter, delete the
-//! container, reap the init, remove the cgroup directories in every hierarchy, write
-//! `exit.json`, answer the waiters, remove the socket.
+//! container, reap the init, remove the cgroup directories in every hierarchy. Then, if the
+//! restart policy asks for it and no manual stop (kill request) came: write `last_exit.json` and
+//! `state.json` (restarting), keep serving the socket during the back-off delay (a kill cancels
+//! the restart), create and start the container again with the same bundle, log and state
+//! directory, rewrite `state.json` (new pid, restart count, start time) and loop. Otherwise (or if
+//! the restart fails): write `exit.json`, answer the waiters, remove the socket.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IoSliceMut, Read, Write};
@@ -36,9 +40,10 @@ use nix::unistd::{ForkResult, Pid};
 use oci_spec::runtime::Spec;
 use time::OffsetDateTime;
 
+use super::restart::Backoff;
 use super::{
-    process_start_ticks, socket_path, write_atomic, ExitInfo, Request, Response, ShimArgs,
-    ShimError, StateFile, EXIT_FILE, LOG_FILE, SOCKET_FILE, STATE_FILE,
+    process_start_ticks, socket_path, write_atomic, ExitInfo, Request, Response, RestartPolicy,
+    ShimArgs, ShimError, StateFile, EXIT_FILE, LAST_EXIT_FILE, LOG_FILE, SOCKET_FILE, STATE_FILE,
 };
 use crate::cgroup::{self, CgroupMount};
 use crate::logs::{self, JsonLogWriter, Stream};
@@ -399,12 +404,137 @@ struct Output {
     stream: Stream,
 }
 
-struct Shim {
-    id: String,
-    state_dir: PathBuf,
-    container_root: PathBuf,
+/// A container created and started by [`launch`].
+struct Launched {
     container: Container,
     init: Pid,
+    outputs: Vec<Output>,
+}
+
+/// Deletes a container that failed half-way (or whose setup failed after it started), reaps its
+/// init and removes its cgroups and libcontainer state.
+fn abort_container(
+    container: &mut Container,
+    init: Pid,
+    mounts: &[CgroupMount],
+    cgroups_path: &Path,
+    container_root: &Path,
+) {
+    if let Err(err) = container.delete(true) {
+        tracing::warn!(error = %error_chain(&err), "cannot delete the failed container");
+    }
+    let _ = waitpid(init, None);
+    cleanup_cgroups(mounts, cgroups_path);
+    let _ = fs::remove_dir_all(container_root);
+}
+
+/// Creates and starts the container from `args.bundle` (the first time and on each restart).
+/// Cleans up after itself on failure.
+fn launch(
+    args: &ShimArgs,
+    mounts: &[CgroupMount],
+    cgroups_path: &Path,
+) -> Result<Launched, ServerError> {
+    let mut builder = ContainerBuilder::new(args.id.clone(), SyscallType::Linux)
+        .with_root_path(&args.root)
+        .map_err(ServerError::Create)?
+        .validate_id()
+        .map_err(ServerError::Create)?;
+    let mut outputs = Vec::new();
+    let console = if args.tty {
+        let l = bind_socket(&args.state, CONSOLE_SOCKET)?;
+        builder = builder.with_console_socket(Some(args.state.join(CONSOLE_SOCKET)));
+        Some(l)
+    } else {
+        let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ServerError::Pipe)?;
+        let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ServerError::Pipe)?;
+        outputs.push(Output {
+            fd: out_r,
+            stream: Stream::Stdout,
+        });
+        outputs.push(Output {
+            fd: err_r,
+            stream: Stream::Stderr,
+        });
+        builder = builder.with_stdout(out_w).with_stderr(err_w);
+        None
+    };
+
+    reset_ignored_signals();
+    let built = builder
+        .as_init(&args.bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build();
+    set_sigpipe(nix::sys::signal::SigHandler::SigIgn);
+    // The builder owned the write ends of the pipes; they are closed now, so EOF on a pipe
+    // means every process of the container closed it.
+    let container_root = args.root.join(&args.id);
+    let mut container = match built {
+        Ok(c) => c,
+        Err(e) => {
+            cleanup_cgroups(mounts, cgroups_path);
+            return Err(ServerError::Create(e));
+        }
+    };
+    let Some(init) = container.pid() else {
+        let _ = container.delete(true);
+        cleanup_cgroups(mounts, cgroups_path);
+        return Err(ServerError::NoPid);
+    };
+    let mut abort = |e: ServerError| {
+        abort_container(&mut container, init, mounts, cgroups_path, &container_root);
+        e
+    };
+
+    if let Some(l) = &console {
+        match receive_console(l) {
+            Ok(master) => outputs.push(Output {
+                fd: master,
+                stream: Stream::Stdout,
+            }),
+            Err(e) => return Err(abort(e)),
+        }
+    }
+    drop(console);
+    let _ = fs::remove_file(args.state.join(CONSOLE_SOCKET));
+    for o in &outputs {
+        if let Err(e) = set_nonblocking(&o.fd) {
+            return Err(abort(e));
+        }
+    }
+
+    if let Err(e) = container.start() {
+        abort_container(&mut container, init, mounts, cgroups_path, &container_root);
+        return Err(ServerError::Start(e));
+    }
+    Ok(Launched {
+        container,
+        init,
+        outputs,
+    })
+}
+
+/// What ended a turn of the event loop.
+enum Event {
+    /// The init exited (a zombie, not reaped yet).
+    Exited(WaitStatus),
+    /// The restart back-off is over.
+    BackoffOver,
+    /// A manual stop arrived during the back-off.
+    Stopped,
+}
+
+struct Shim {
+    args: ShimArgs,
+    container_root: PathBuf,
+    /// The container and its init while it runs; `None` during a restart back-off.
+    running: Option<(Container, Pid)>,
+    /// Pid and start time of the current (or last) init, for state.json.
+    pid: i32,
+    init_start_ticks: u64,
+    shim_pid: i32,
+    shim_start_ticks: u64,
     cgroups_path: PathBuf,
     mounts: Vec<CgroupMount>,
     log: JsonLogWriter<File>,
@@ -413,7 +543,17 @@ struct Shim {
     conns: Vec<Conn>,
     waiters: Vec<UnixStream>,
     sigfd: SignalFd,
+    /// The signals read through `sigfd` (blocked, except while a restart creates the container).
+    sigmask: SigSet,
     started_at: String,
+    /// When the current run started (for the back-off reset).
+    run_started: Instant,
+    restart_count: u32,
+    backoff: Backoff,
+    /// A manual stop (kill) arrived: never restart again.
+    stop_requested: bool,
+    /// The exit that the pending restart follows.
+    last_exit: Option<ExitInfo>,
 }
 
 impl Shim {
@@ -455,85 +595,14 @@ impl Shim {
                 source,
             })?;
 
-        let mut builder = ContainerBuilder::new(args.id.clone(), SyscallType::Linux)
-            .with_root_path(&args.root)
-            .map_err(ServerError::Create)?
-            .validate_id()
-            .map_err(ServerError::Create)?;
-        let mut outputs = Vec::new();
-        let console = if args.tty {
-            let l = bind_socket(&args.state, CONSOLE_SOCKET)?;
-            builder = builder.with_console_socket(Some(args.state.join(CONSOLE_SOCKET)));
-            Some(l)
-        } else {
-            let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ServerError::Pipe)?;
-            let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ServerError::Pipe)?;
-            outputs.push(Output {
-                fd: out_r,
-                stream: Stream::Stdout,
-            });
-            outputs.push(Output {
-                fd: err_r,
-                stream: Stream::Stderr,
-            });
-            builder = builder.with_stdout(out_w).with_stderr(err_w);
-            None
-        };
-
-        reset_ignored_signals();
-        let built = builder
-            .as_init(&args.bundle)
-            .with_systemd(false)
-            .with_detach(true)
-            .build();
-        set_sigpipe(nix::sys::signal::SigHandler::SigIgn);
-        // The builder owned the write ends of the pipes; they are closed now, so EOF on a pipe
-        // means every process of the container closed it.
-        let container_root = args.root.join(&args.id);
-        let mut container = match built {
-            Ok(c) => c,
-            Err(e) => {
-                cleanup_cgroups(&mounts, &cgroups_path);
-                return Err(ServerError::Create(e));
-            }
-        };
-        let Some(init) = container.pid() else {
-            let _ = container.delete(true);
-            cleanup_cgroups(&mounts, &cgroups_path);
-            return Err(ServerError::NoPid);
-        };
-
-        let abort = |container: &mut Container, e: ServerError| {
-            if let Err(err) = container.delete(true) {
-                tracing::warn!(error = %error_chain(&err), "cannot delete the failed container");
-            }
-            let _ = waitpid(init, None);
-            cleanup_cgroups(&mounts, &cgroups_path);
-            let _ = fs::remove_dir_all(&container_root);
-            e
-        };
-
-        if let Some(l) = &console {
-            match receive_console(l) {
-                Ok(master) => outputs.push(Output {
-                    fd: master,
-                    stream: Stream::Stdout,
-                }),
-                Err(e) => return Err(abort(&mut container, e)),
-            }
-        }
-        drop(console);
-        let _ = fs::remove_file(args.state.join(CONSOLE_SOCKET));
-        for o in &outputs {
-            if let Err(e) = set_nonblocking(&o.fd) {
-                return Err(abort(&mut container, e));
-            }
-        }
-
-        if let Err(e) = container.start() {
-            return Err(abort(&mut container, ServerError::Start(e)));
-        }
+        catch_stop_signals();
+        let Launched {
+            mut container,
+            init,
+            outputs,
+        } = launch(args, &mounts, &cgroups_path)?;
         let started_at = timestamp(now());
+        let container_root = args.root.join(&args.id);
 
         // SIGCHLD (and the signals the shim ignores) through a signalfd from now on. Blocked only
         // after the container exists: blocked signals are inherited across fork and exec.
@@ -550,42 +619,27 @@ impl Shim {
             SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
         }) {
             Ok(fd) => fd,
-            Err(e) => return Err(abort(&mut container, ServerError::Signals(e))),
+            Err(e) => {
+                abort_container(
+                    &mut container,
+                    init,
+                    &mounts,
+                    &cgroups_path,
+                    &container_root,
+                );
+                return Err(ServerError::Signals(e));
+            }
         };
 
         let shim_pid = nix::unistd::getpid().as_raw();
-        let state = StateFile {
-            id: args.id.clone(),
+        let mut shim = Shim {
+            args: args.clone(),
+            container_root,
+            running: Some((container, init)),
             pid: init.as_raw(),
+            init_start_ticks: process_start_ticks(init.as_raw()).unwrap_or(0),
             shim_pid,
             shim_start_ticks: process_start_ticks(shim_pid).unwrap_or(0),
-            init_start_ticks: process_start_ticks(init.as_raw()).unwrap_or(0),
-            started_at: started_at.clone(),
-        };
-        let written = serde_json::to_vec(&state)
-            .map_err(|e| ShimError::Write {
-                path: args.state.join(STATE_FILE),
-                source: io::Error::other(e),
-            })
-            .and_then(|b| write_atomic(&args.state, STATE_FILE, &b));
-        if let Err(e) = written {
-            return Err(abort(&mut container, e.into()));
-        }
-
-        tracing::info!(id = %args.id, pid = init.as_raw(), "container started");
-        reporter.send(&Response {
-            ok: true,
-            pid: Some(init.as_raw()),
-            shim_pid: Some(shim_pid),
-            ..Default::default()
-        });
-
-        Ok(Shim {
-            id: args.id.clone(),
-            state_dir: args.state.clone(),
-            container_root,
-            container,
-            init,
             cgroups_path,
             mounts,
             log: JsonLogWriter::new(log_file),
@@ -594,18 +648,204 @@ impl Shim {
             conns: Vec::new(),
             waiters: Vec::new(),
             sigfd,
+            sigmask: mask,
             started_at,
-        })
+            run_started: Instant::now(),
+            restart_count: 0,
+            backoff: Backoff::default(),
+            stop_requested: false,
+            last_exit: None,
+        };
+        if let Err(e) = shim.write_state(false) {
+            if let Some((mut container, init)) = shim.running.take() {
+                abort_container(
+                    &mut container,
+                    init,
+                    &shim.mounts,
+                    &shim.cgroups_path,
+                    &shim.container_root,
+                );
+            }
+            return Err(e.into());
+        }
+
+        tracing::info!(id = %args.id, pid = init.as_raw(), restart = %args.restart, "container started");
+        reporter.send(&Response {
+            ok: true,
+            pid: Some(init.as_raw()),
+            shim_pid: Some(shim_pid),
+            ..Default::default()
+        });
+        Ok(shim)
     }
 
-    /// The event loop; returns once the container exited and everything is cleaned up.
+    /// Writes `state.json` for the current (or, `restarting`, the last) init.
+    fn write_state(&self, restarting: bool) -> Result<(), ShimError> {
+        let state = StateFile {
+            id: self.args.id.clone(),
+            pid: self.pid,
+            shim_pid: self.shim_pid,
+            shim_start_ticks: self.shim_start_ticks,
+            init_start_ticks: self.init_start_ticks,
+            started_at: self.started_at.clone(),
+            restart_count: self.restart_count,
+            restarting,
+        };
+        let bytes = serde_json::to_vec(&state).map_err(|e| ShimError::Write {
+            path: self.args.state.join(STATE_FILE),
+            source: io::Error::other(e),
+        })?;
+        write_atomic(&self.args.state, STATE_FILE, &bytes)
+    }
+
+    fn init(&self) -> Option<Pid> {
+        self.running.as_ref().map(|(_, init)| *init)
+    }
+
+    /// The event loop; returns once the container exited for good and everything is cleaned up.
     fn run(mut self) -> Result<(), ServerError> {
-        let mut exited = self.check_children();
-        while exited.is_none() {
-            let timeout = if self.conns.is_empty() {
-                PollTimeout::NONE
+        let mut backoff_until = None;
+        loop {
+            match self.serve(backoff_until)? {
+                Event::Exited(status) => {
+                    let ran_for = self.run_started.elapsed();
+                    let exit = self.reap(status, now());
+                    let policy = self.args.restart;
+                    if self.stop_requested
+                        || !policy.should_restart(exit.exit_code, self.restart_count)
+                    {
+                        return self.finish(exit);
+                    }
+                    self.restart_count += 1;
+                    let delay = self.backoff.next(ran_for);
+                    tracing::info!(
+                        id = %self.args.id,
+                        exit_code = exit.exit_code,
+                        restart_count = self.restart_count,
+                        delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                        %policy,
+                        "restarting the container"
+                    );
+                    if let Err(e) = self.write_last_exit(&exit) {
+                        tracing::warn!(error = %error_chain(&e), "cannot record the last exit");
+                    }
+                    self.last_exit = Some(exit);
+                    if let Err(e) = self.write_state(true) {
+                        tracing::warn!(error = %error_chain(&e), "cannot update the state file");
+                    }
+                    backoff_until = Some(Instant::now() + delay);
+                }
+                Event::Stopped => {
+                    tracing::info!(id = %self.args.id, "restart cancelled by a stop");
+                    return self.finish_last();
+                }
+                Event::BackoffOver => {
+                    backoff_until = None;
+                    if let Err(e) = self.relaunch() {
+                        tracing::error!(
+                            id = %self.args.id,
+                            error = %error_chain(&e),
+                            "cannot restart the container"
+                        );
+                        // Whatever libcontainer left of the failed attempt.
+                        if self.container_root.exists() {
+                            let _ = fs::remove_dir_all(&self.container_root);
+                        }
+                        cleanup_cgroups(&self.mounts, &self.cgroups_path);
+                        return self.finish_last();
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the shim with the exit that preceded a cancelled or failed restart.
+    fn finish_last(self) -> Result<(), ServerError> {
+        match self.last_exit.clone() {
+            Some(exit) => self.finish(exit),
+            None => Ok(()),
+        }
+    }
+
+    fn write_last_exit(&self, exit: &ExitInfo) -> Result<(), ShimError> {
+        let bytes = serde_json::to_vec(exit).map_err(|e| ShimError::Write {
+            path: self.args.state.join(LAST_EXIT_FILE),
+            source: io::Error::other(e),
+        })?;
+        write_atomic(&self.args.state, LAST_EXIT_FILE, &bytes)
+    }
+
+    /// Creates and starts the container again after a back-off.
+    fn relaunch(&mut self) -> Result<(), ServerError> {
+        // The container must not inherit the shim's blocked signals (SIGTERM blocked in the
+        // init would make `stop` wait for SIGKILL). While they are unblocked, SIGTERM/INT/HUP
+        // reach the no-op handler and SIGCHLD is discarded: the loop polls waitid(2) anyway.
+        self.sigmask
+            .thread_unblock()
+            .map_err(ServerError::Signals)?;
+        let launched = launch(&self.args, &self.mounts, &self.cgroups_path);
+        let blocked = self.sigmask.thread_block();
+        let Launched {
+            mut container,
+            init,
+            outputs,
+        } = launched?;
+        if let Err(e) = blocked {
+            abort_container(
+                &mut container,
+                init,
+                &self.mounts,
+                &self.cgroups_path,
+                &self.container_root,
+            );
+            return Err(ServerError::Signals(e));
+        }
+        self.started_at = timestamp(now());
+        self.run_started = Instant::now();
+        self.pid = init.as_raw();
+        self.init_start_ticks = process_start_ticks(init.as_raw()).unwrap_or(0);
+        self.running = Some((container, init));
+        self.outputs = outputs;
+        if let Err(e) = self.write_state(false) {
+            tracing::warn!(error = %error_chain(&e), "cannot update the state file");
+        }
+        tracing::info!(
+            id = %self.args.id,
+            pid = init.as_raw(),
+            restart_count = self.restart_count,
+            "container restarted"
+        );
+        Ok(())
+    }
+
+    /// Serves output, requests and signals until the init exits, or (no init: restart back-off)
+    /// until `deadline` or a manual stop.
+    fn serve(&mut self, deadline: Option<Instant>) -> Result<Event, ServerError> {
+        loop {
+            if self.running.is_some() {
+                if let Some(status) = self.check_children() {
+                    return Ok(Event::Exited(status));
+                }
             } else {
-                PollTimeout::from(1000u16)
+                self.reap_strays();
+                if self.stop_requested {
+                    return Ok(Event::Stopped);
+                }
+            }
+            let mut wait = (!self.conns.is_empty()).then_some(Duration::from_secs(1));
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(Event::BackoffOver);
+                }
+                wait = Some(wait.map_or(left, |w| w.min(left)));
+            }
+            let timeout = match wait {
+                // Rounded up, so the loop does not spin through the last millisecond.
+                Some(d) => PollTimeout::from(
+                    u16::try_from(d.as_micros().div_ceil(1000)).unwrap_or(u16::MAX),
+                ),
+                None => PollTimeout::NONE,
             };
             let revents = {
                 let mut fds = vec![
@@ -671,30 +911,34 @@ impl Shim {
                         );
                     }
                 }
-                exited = self.check_children();
             }
-        }
-        let finished_at = now();
-        match exited {
-            Some(status) => self.finish(status, finished_at),
-            None => Ok(()),
         }
     }
 
     /// Reaps children other than the init; returns the init's status once it is a zombie
     /// (left unreaped, so its pid stays reserved).
     fn check_children(&mut self) -> Option<WaitStatus> {
+        let init = self.init()?;
         loop {
             let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
             match waitid(Id::All, flags) {
                 Ok(WaitStatus::StillAlive) | Err(_) => return None,
                 Ok(status) => match status.pid() {
-                    Some(pid) if pid == self.init => return Some(status),
+                    Some(pid) if pid == init => return Some(status),
                     Some(pid) => {
                         let _ = waitpid(pid, Some(WaitPidFlag::WNOHANG));
                     }
                     None => return None,
                 },
+            }
+        }
+    }
+
+    /// Reaps whatever exited (no init to keep as a zombie).
+    fn reap_strays(&mut self) {
+        while let Ok(s) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            if s == WaitStatus::StillAlive {
+                break;
             }
         }
     }
@@ -772,33 +1016,37 @@ impl Shim {
         let request: Result<Request, _> = serde_json::from_slice(&conn.buf[..end]);
         match request {
             Ok(Request::Kill { signal }) => {
-                // The init is not reaped before the loop ends, so its pid is still its own.
-                let r = match send_signal(self.init, signal) {
-                    Ok(()) => Response {
+                // A manual stop: no restart from now on, and a pending one is cancelled.
+                if !self.stop_requested && self.args.restart != RestartPolicy::No {
+                    tracing::info!(signal, "manual stop: the container will not be restarted");
+                }
+                self.stop_requested = true;
+                let r = match self.init() {
+                    Some(init) => self.signal_init(init, signal),
+                    None => Response {
                         ok: true,
-                        ..Default::default()
-                    },
-                    Err(Errno::ESRCH) => Response {
-                        ok: false,
-                        not_running: true,
-                        error: Some("the container is not running".into()),
-                        ..Default::default()
-                    },
-                    Err(e) => Response {
-                        ok: false,
-                        error: Some(format!("cannot send signal {signal}: {e}")),
                         ..Default::default()
                     },
                 };
                 tracing::debug!(signal, ok = r.ok, "kill request");
                 reply(&mut conn.stream, &r);
             }
+            Ok(Request::Signal { signal }) => {
+                let r = match self.init() {
+                    Some(init) => self.signal_init(init, signal),
+                    None => not_running(None),
+                };
+                tracing::debug!(signal, ok = r.ok, "signal request");
+                reply(&mut conn.stream, &r);
+            }
             Ok(Request::State) => reply(
                 &mut conn.stream,
                 &Response {
                     ok: true,
-                    pid: Some(self.init.as_raw()),
-                    shim_pid: Some(nix::unistd::getpid().as_raw()),
+                    pid: self.init().map(Pid::as_raw),
+                    shim_pid: Some(self.shim_pid),
+                    restarting: self.running.is_none(),
+                    restart_count: self.restart_count,
                     ..Default::default()
                 },
             ),
@@ -811,6 +1059,22 @@ impl Shim {
                     ..Default::default()
                 },
             ),
+        }
+    }
+
+    fn signal_init(&self, init: Pid, signal: i32) -> Response {
+        // The init is not reaped before the loop sees its exit, so its pid is still its own.
+        match send_signal(init, signal) {
+            Ok(()) => Response {
+                ok: true,
+                ..Default::default()
+            },
+            Err(Errno::ESRCH) => not_running(None),
+            Err(e) => Response {
+                ok: false,
+                error: Some(format!("cannot send signal {signal}: {e}")),
+                ..Default::default()
+            },
         }
     }
 
@@ -850,11 +1114,9 @@ impl Shim {
         }
     }
 
-    fn finish(
-        mut self,
-        status: WaitStatus,
-        finished_at: OffsetDateTime,
-    ) -> Result<(), ServerError> {
+    /// After the init exited: drains the output, reads the OOM-kill counter, deletes the
+    /// container, reaps the init and removes its cgroups and libcontainer state.
+    fn reap(&mut self, status: WaitStatus, finished_at: OffsetDateTime) -> ExitInfo {
         self.drain_outputs();
         let oom_killed = match cgroup::oom_kill_count(&self.mounts, &self.cgroups_path) {
             Ok(n) => n.unwrap_or(0) > 0,
@@ -863,16 +1125,14 @@ impl Shim {
                 false
             }
         };
-        // The init is a zombie: libcontainer sees it stopped, and its pid is not reused yet.
-        if let Err(e) = self.container.delete(true) {
-            tracing::warn!(error = %error_chain(&e), "cannot delete the container");
-        }
-        let _ = waitpid(self.init, None);
-        while let Ok(s) = waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            if s == WaitStatus::StillAlive {
-                break;
+        if let Some((mut container, init)) = self.running.take() {
+            // The init is a zombie: libcontainer sees it stopped, and its pid is not reused yet.
+            if let Err(e) = container.delete(true) {
+                tracing::warn!(error = %error_chain(&e), "cannot delete the container");
             }
+            let _ = waitpid(init, None);
         }
+        self.reap_strays();
         cleanup_cgroups(&self.mounts, &self.cgroups_path);
         if self.container_root.exists() {
             if let Err(e) = fs::remove_dir_all(&self.container_root) {
@@ -885,19 +1145,37 @@ impl Shim {
             WaitStatus::Signaled(_, sig, _) => (128 + sig as i32, Some(sig as i32)),
             _ => (255, None),
         };
-        let exit = ExitInfo {
+        ExitInfo {
             exit_code,
             signal,
             oom_killed,
             started_at: self.started_at.clone(),
             finished_at: timestamp(finished_at),
-        };
+        }
+    }
+
+    /// Records `exit` in `exit.json`, answers the waiters and pending requests, removes the
+    /// socket.
+    fn finish(mut self, exit: ExitInfo) -> Result<(), ServerError> {
         let bytes = serde_json::to_vec(&exit).map_err(|e| ShimError::Write {
-            path: self.state_dir.join(EXIT_FILE),
+            path: self.args.state.join(EXIT_FILE),
             source: io::Error::other(e),
         })?;
-        write_atomic(&self.state_dir, EXIT_FILE, &bytes)?;
-        tracing::info!(id = %self.id, exit_code, ?signal, oom_killed, "container exited");
+        write_atomic(&self.args.state, EXIT_FILE, &bytes)?;
+        if self.restart_count > 0 {
+            // state.json said "restarting" if a restart was cancelled or failed.
+            if let Err(e) = self.write_state(false) {
+                tracing::warn!(error = %error_chain(&e), "cannot update the state file");
+            }
+        }
+        tracing::info!(
+            id = %self.args.id,
+            exit_code = exit.exit_code,
+            signal = ?exit.signal,
+            oom_killed = exit.oom_killed,
+            restart_count = self.restart_count,
+            "container exited"
+        );
 
         let answer = Response {
             ok: true,
@@ -926,18 +1204,44 @@ impl Shim {
                 .unwrap_or(c.buf.len());
             let r = match serde_json::from_slice::<Request>(&c.buf[..end]) {
                 Ok(Request::Wait) => answer.clone(),
-                _ => Response {
-                    ok: false,
-                    not_running: true,
-                    error: Some("the container is not running".into()),
-                    exit: answer.exit.clone(),
-                    ..Default::default()
-                },
+                _ => not_running(answer.exit.clone()),
             };
             reply(&mut c.stream, &r);
         }
-        let _ = fs::remove_file(self.state_dir.join(SOCKET_FILE));
+        let _ = fs::remove_file(self.args.state.join(SOCKET_FILE));
         Ok(())
+    }
+}
+
+fn not_running(exit: Option<ExitInfo>) -> Response {
+    Response {
+        ok: false,
+        not_running: true,
+        error: Some("the container is not running".into()),
+        exit,
+        ..Default::default()
+    }
+}
+
+/// A no-op handler: SIGTERM/SIGINT/SIGHUP must not kill the shim while they are unblocked
+/// (during a restart), and caught signals are reset to the default on exec, so the container
+/// does not inherit anything (unlike SIG_IGN).
+extern "C" fn ignore_signal(_: libc::c_int) {}
+
+/// Installs [`ignore_signal`] for the signals the shim otherwise reads through its signalfd.
+#[allow(unsafe_code)]
+fn catch_stop_signals() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler};
+    let action = SigAction::new(
+        SigHandler::Handler(ignore_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        // SAFETY: the handler does nothing, so it is async-signal-safe and touches no state.
+        if let Err(e) = unsafe { sigaction(sig, &action) } {
+            tracing::warn!(?sig, error = %e, "cannot install a signal handler");
+        }
     }
 }
 
