@@ -12,7 +12,7 @@ use std::time::Duration;
 use berth_net::{NetworkInfo, PortMapping};
 use berth_oci::layer::{apply_layer, ApplyOptions, WhiteoutMode};
 use berth_oci::Digest;
-use berth_runtime::shim::{self, ContainerStatus, ExitInfo, ShimError, ShimRequest};
+use berth_runtime::shim::{self, ContainerStatus, ExitInfo, RestartPolicy, ShimError, ShimRequest};
 use berth_runtime::spec::{
     build_spec, EtcFiles, HostInfo, MountSpec, NetMode, RootfsUserDb, RunOptions, SpecError,
 };
@@ -51,6 +51,8 @@ pub enum ContainerError {
     NoSuchVolume(String),
     #[error("{0}")]
     Network(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("cannot {what} {path}")]
     Io {
         what: &'static str,
@@ -174,6 +176,9 @@ pub struct RunSpec {
     /// `-p` values (`[IP:][HOST:]CTR[/PROTO]`).
     #[serde(default)]
     pub publish: Vec<String>,
+    /// `--restart` (carried out by the container's shim).
+    #[serde(default)]
+    pub restart: RestartPolicy,
 }
 
 /// `containers/<id>/config.json`.
@@ -241,6 +246,8 @@ pub struct ContainerInfo {
     pub state: ContainerState,
     /// When the container's process started (RFC 3339), once it did.
     pub started_at: Option<String>,
+    /// Restarts done by its restart policy.
+    pub restart_count: u32,
 }
 
 /// One json-file log line.
@@ -344,6 +351,15 @@ impl Engine {
         self.containers_dir().join(id)
     }
 
+    /// How many times the container's shim restarted it (its restart policy).
+    pub fn restart_count(&self, id: &str) -> u32 {
+        shim::read_state(&self.state_dir(id))
+            .ok()
+            .flatten()
+            .map(|s| s.restart_count)
+            .unwrap_or(0)
+    }
+
     /// The shim's state directory of a container.
     pub fn state_dir(&self, id: &str) -> PathBuf {
         self.container_dir(id).join("state")
@@ -439,10 +455,12 @@ impl Engine {
             ContainerState::Created => None,
             _ => shim::read_state(&self.state_dir(&record.id))?.map(|s| s.started_at),
         };
+        let restart_count = self.restart_count(&record.id);
         Ok(ContainerInfo {
             record,
             state,
             started_at,
+            restart_count,
         })
     }
 
@@ -475,6 +493,11 @@ impl Engine {
     /// Creates and starts a container; returns its record once its process runs.
     /// On any failure nothing is left behind (no mount, no directory).
     pub fn run(&self, spec: &RunSpec) -> Result<ContainerRecord, ContainerError> {
+        if spec.auto_remove && spec.restart != RestartPolicy::No {
+            return Err(ContainerError::Conflict(
+                "conflicting options: --restart and --rm".into(),
+            ));
+        }
         let image = self.resolve_image(&spec.image)?;
         let volumes = spec
             .volumes
@@ -744,7 +767,8 @@ impl Engine {
         };
         self.write_record(&record)?;
 
-        let req = ShimRequest::new(id, bundle, self.state_dir(id), self.root.join("run"));
+        let mut req = ShimRequest::new(id, bundle, self.state_dir(id), self.root.join("run"));
+        req.restart = spec.restart;
         match shim::spawn(&self.shim_exe, &req) {
             Ok(handle) => {
                 tracing::debug!(%id, pid = handle.pid, "container started");

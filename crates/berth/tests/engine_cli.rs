@@ -817,3 +817,66 @@ fn volumes_named_anonymous_bind_and_copy_up() {
     );
     assert_eq!(env.container_dirs(), 0);
 }
+
+#[test]
+fn restart_policy_on_failure_and_always() {
+    let Some(env) = Env::new() else { return };
+    // on-failure:2 — two restarts, then the last exit stays.
+    assert_ok(&env.run(&[
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "bb:1",
+        "sh",
+        "-c",
+        "echo run; exit 3",
+    ]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let i = env.inspect("flaky");
+        if i["State"]["Status"] == "exited" {
+            assert_eq!(i["State"]["ExitCode"], 3);
+            assert_eq!(i["RestartCount"], 2, "{i}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never settled: {i}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(env.stdout(&["logs", "flaky"]), "run\nrun\nrun\n");
+
+    // always — restarts a clean exit until `stop`, which is final.
+    assert_ok(&env.run(&[
+        "run",
+        "-d",
+        "--name",
+        "loop",
+        "--restart",
+        "always",
+        "bb:1",
+        "sh",
+        "-c",
+        "sleep 0.2",
+    ]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while env.inspect("loop")["RestartCount"].as_u64().unwrap_or(0) < 2 {
+        assert!(Instant::now() < deadline, "no restarts");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_ok(&env.run(&["stop", "-t", "1", "loop"]));
+    let i = env.inspect("loop");
+    assert_eq!(i["State"]["Status"], "exited", "{i}");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        env.inspect("loop")["State"]["Status"],
+        "exited",
+        "restarted after stop"
+    );
+
+    let out = env.run(&["run", "--rm", "--restart", "always", "bb:1", "true"]);
+    assert!(!out.status.success(), "--rm with --restart is refused");
+    let out = env.run(&["run", "--restart", "sometimes", "bb:1", "true"]);
+    assert!(!out.status.success());
+}

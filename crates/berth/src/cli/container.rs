@@ -38,7 +38,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 #[derive(Args, Debug)]
-#[command(after_help = "Not yet available (later releases): --restart policies, -i/-t.")]
+#[command(after_help = "Not yet available (later releases): -i/-t on run (use `berth exec -it`).")]
 pub struct RunArgs {
     #[command(flatten)]
     pub engine: EngineArgs,
@@ -85,6 +85,9 @@ pub struct RunArgs {
     /// Bind mount or volume: /host/path:/dst[:ro], NAME:/dst[:ro] or /dst (anonymous volume).
     #[arg(short, long = "volume")]
     pub volume: Vec<String>,
+    /// Restart policy: no, on-failure[:MAX_RETRIES], always, unless-stopped.
+    #[arg(long, default_value = "no")]
+    pub restart: berth_runtime::shim::RestartPolicy,
     /// A tmpfs mount: /dst[:size=64m,mode=1777,...].
     #[arg(long)]
     pub tmpfs: Vec<String>,
@@ -278,6 +281,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
                 n => Network::Bridge(n.to_string()),
             },
             publish: a.publish.clone(),
+            restart: a.restart,
             memory: a.memory,
             cpus: a.cpus,
             pids_limit: a.pids_limit,
@@ -563,6 +567,7 @@ fn container_json(c: &ContainerInfo) -> serde_json::Value {
     json!({
         "Id": r.id,
         "Created": r.created,
+        "RestartCount": c.restart_count,
         "Path": r.args.first(),
         "Args": r.args.get(1..).unwrap_or_default(),
         "Name": format!("/{}", r.name),
@@ -598,6 +603,9 @@ fn container_json(c: &ContainerInfo) -> serde_json::Value {
             "NanoCpus": r.options.cpus.map(|c| (c * 1e9) as i64).unwrap_or(0),
             "PidsLimit": r.options.pids_limit,
             "AutoRemove": r.options.auto_remove,
+            "RestartPolicy": {
+                "Name": r.options.restart.to_string(),
+            },
             "Binds": r.options.volumes,
             "Tmpfs": r.options.tmpfs,
         },
