@@ -238,6 +238,19 @@ impl Engine {
         }
     }
 
+    /// Makes sure the network daemon runs when running containers need it (it restores their
+    /// ports and DNS from its files after a crash or a reboot of the daemon).
+    pub fn ensure_network_daemon(&self) -> Result<(), ContainerError> {
+        let needed = self
+            .containers(false)?
+            .iter()
+            .any(|c| c.record.network_attachment.is_some());
+        if needed {
+            self.netd()?;
+        }
+        Ok(())
+    }
+
     /// Undoes [`Engine::attach_network`]; idempotent, logs what fails.
     pub(crate) fn release_network(&self, id: &str, att: &NetworkAttachment) {
         if let Ok(netd) = NetdClient::connect(&self.netd_root()) {

@@ -880,3 +880,117 @@ fn restart_policy_on_failure_and_always() {
     let out = env.run(&["run", "--restart", "sometimes", "bb:1", "true"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn stop_honours_stopsignal_and_timeout_and_state_outlives_the_daemon() {
+    let Some(env) = Env::new() else { return };
+    // An image whose STOPSIGNAL is SIGUSR1: `stop` sends it, the container exits cleanly.
+    let tar = env.root.parent().expect("dir").join("rootfs.tar");
+    let out = env
+        .berth(&["image", "import", "--change", "STOPSIGNAL SIGUSR1"])
+        .arg(&tar)
+        .arg("bb:usr1")
+        .output()
+        .expect("import");
+    assert_ok(&out);
+    assert_ok(&env.run(&[
+        "run",
+        "-d",
+        "--name",
+        "usr1",
+        "bb:usr1",
+        "sh",
+        "-c",
+        "trap 'echo got-usr1; exit 0' USR1; echo ready; while true; do sleep 0.05; done",
+    ]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !env.stdout(&["logs", "usr1"]).contains("ready") {
+        assert!(Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t = Instant::now();
+    assert_ok(&env.run(&["stop", "-t", "10", "usr1"]));
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "stop took {:?}",
+        t.elapsed()
+    );
+    assert_eq!(env.inspect("usr1")["State"]["ExitCode"], 0);
+    assert!(env.stdout(&["logs", "usr1"]).contains("got-usr1"));
+
+    // A container that ignores SIGTERM is killed after the timeout: 137.
+    assert_ok(&env.run(&[
+        "run",
+        "-d",
+        "--name",
+        "stubborn",
+        "bb:1",
+        "sh",
+        "-c",
+        "trap '' TERM; echo ready; while true; do sleep 0.05; done",
+    ]));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !env.stdout(&["logs", "stubborn"]).contains("ready") {
+        assert!(Instant::now() < deadline, "never ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let t = Instant::now();
+    assert_ok(&env.run(&["stop", "-t", "1", "stubborn"]));
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(950) && took < Duration::from_secs(5),
+        "stop -t 1 took {took:?}"
+    );
+    let i = env.inspect("stubborn");
+    assert_eq!(i["State"]["ExitCode"], 137, "{i}");
+
+    // The network daemon dies (kill -9): the container keeps running, and the next `ps`
+    // brings the daemon back with the published port.
+    let net = format!("tn{:08x}", rand_u32());
+    assert_ok(&env.run(&["network", "create", &net]));
+    assert_ok(&env.run(&[
+        "run",
+        "-d",
+        "--name",
+        "srv",
+        "--network",
+        &net,
+        "-p",
+        "127.0.0.1::80",
+        "bb:1",
+        "sh",
+        "-c",
+        "mkdir -p /www && echo alive > /www/index.html && exec httpd -f -p 80 -h /www",
+    ]));
+    let port = env.inspect("srv")["HostConfig"]["PortBindings"][0]["HostPort"]
+        .as_str()
+        .expect("port")
+        .to_string();
+    let url = format!("http://127.0.0.1:{port}/index.html");
+    let wait_for = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if curl(&url).as_deref() == Some("alive\n") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: {url} never answered");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_for("first start");
+    let st = Command::new("pkill")
+        .arg("-9")
+        .arg("-f")
+        .arg(format!("netd --root {}/netd", env.root.display()))
+        .status()
+        .expect("pkill");
+    assert!(st.success(), "the network daemon was running");
+    assert!(
+        env.stdout(&["ps"]).contains("srv"),
+        "the container outlived the daemon"
+    );
+    wait_for("after the daemon restarted");
+    assert!(env.stdout(&["logs", "srv"]).is_empty());
+    assert_ok(&env.run(&["rm", "-f", "srv"]));
+    assert_ok(&env.run(&["network", "rm", &net]));
+}

@@ -430,22 +430,44 @@ pub async fn ps(a: PsArgs) -> anyhow::Result<()> {
             }
             return Ok(());
         }
+        if let Err(e) = engine.ensure_network_daemon() {
+            eprintln!("berth: warning: the network daemon does not run: {e}");
+        }
         println!(
-            "{:<14}{:<20}{:<24}{:<24}{:<26}NAMES",
-            "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS"
+            "{:<14}{:<20}{:<24}{:<24}{:<26}{:<28}NAMES",
+            "CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS"
         );
         for c in list {
+            let ports = c
+                .record
+                .network_attachment
+                .as_ref()
+                .filter(|_| c.state.is_running())
+                .map(|a| {
+                    a.ports
+                        .iter()
+                        .map(|p| {
+                            format!(
+                                "{}:{}->{}/{}",
+                                p.host_ip, p.host_port, p.container_port, p.protocol
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
             let mut command = c.record.args.join(" ");
             if !a.no_trunc && command.chars().count() > 20 {
                 command = command.chars().take(19).collect::<String>() + "…";
             }
             println!(
-                "{:<14}{:<20}{:<24}{:<24}{:<26}{}",
+                "{:<14}{:<20}{:<24}{:<24}{:<26}{:<28}{}",
                 &c.record.id[..12],
                 c.record.image,
                 format!("\"{command}\""),
                 human_age(&c.record.created),
                 status_line(&c.state),
+                ports,
                 c.record.name
             );
         }
@@ -457,6 +479,8 @@ pub async fn ps(a: PsArgs) -> anyhow::Result<()> {
 fn status_line(state: &ContainerState) -> String {
     match state {
         ContainerState::Created => "Created".into(),
+        // The shim reports a container between restarts as running without a pid.
+        ContainerState::Running { pid: 0 } => "Restarting".into(),
         ContainerState::Running { .. } => "Up".into(),
         ContainerState::Exited(e) => {
             format!("Exited ({}) {}", e.exit_code, human_age(&e.finished_at))
