@@ -154,3 +154,14 @@ pub(crate) fn parse_addr(s: &str) -> anyhow::Result<SocketAddr> {
     s.parse()
         .map_err(|e| anyhow::anyhow!("invalid address {s:?}: {e}"))
 }
+
+/// `--label KEY=VALUE` values (a bare `KEY` gets an empty value, as in docker).
+pub(crate) fn parse_labels(labels: &[String]) -> std::collections::BTreeMap<String, String> {
+    labels
+        .iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}

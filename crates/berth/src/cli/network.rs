@@ -1,7 +1,6 @@
 //! `berth network create|ls|inspect|rm`, and the hidden `berth netd` (the network daemon that
 //! serves published ports and DNS for containers whose `berth` process has exited).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -84,11 +83,7 @@ pub async fn run(a: NetworkArgs) -> anyhow::Result<()> {
         NetworkCommand::Create(c) => {
             let engine = open_engine(&c.engine)?;
             let store = engine.network_store()?;
-            let mut labels = BTreeMap::new();
-            for l in &c.label {
-                let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
-                labels.insert(k.to_string(), v.to_string());
-            }
+            let labels = super::parse_labels(&c.label);
             let mut bridge_name = None;
             for o in &c.opt {
                 match o.split_once('=') {

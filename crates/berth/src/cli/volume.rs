@@ -1,7 +1,5 @@
 //! `berth volume create|ls|inspect|rm|prune`.
 
-use std::collections::BTreeMap;
-
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -93,11 +91,7 @@ pub async fn run(a: VolumeArgs) -> anyhow::Result<()> {
     blocking(move || match a.cmd {
         VolumeCommand::Create(c) => {
             let engine = open_engine(&c.engine)?;
-            let mut labels = BTreeMap::new();
-            for l in &c.label {
-                let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
-                labels.insert(k.to_string(), v.to_string());
-            }
+            let labels = super::parse_labels(&c.label);
             let v = engine.volume_create(c.name.as_deref(), labels)?;
             println!("{}", v.record.name);
             Ok(())
