@@ -11,6 +11,7 @@
 //! containers (owned by their shims) outlive the process that started them.
 
 pub mod container;
+pub mod distribution;
 mod fsutil;
 pub mod image;
 pub mod overlay;
@@ -25,6 +26,10 @@ pub use container::{
     ContainerError, ContainerInfo, ContainerRecord, ContainerState, LogEntry, LogReader, Network,
     RunSpec,
 };
+pub use distribution::{
+    ArchiveError, ArchiveFormat, DistributionError, ImageRef, PlatformSpec, Progress,
+    ProgressEvent, RegistryOptions,
+};
 pub use image::{ImageError, ImageSummary, ResolvedImage};
 
 /// Default root directory of the engine's state.
@@ -37,6 +42,10 @@ pub enum Error {
     Image(#[from] ImageError),
     #[error(transparent)]
     Container(#[from] ContainerError),
+    #[error(transparent)]
+    Distribution(#[from] DistributionError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
 }
 
 /// Errors of opening the engine's state.
