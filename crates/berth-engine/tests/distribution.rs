@@ -410,7 +410,7 @@ fn hostile_archives_are_refused_and_leave_nothing() {
             "{name}: blobs stored"
         );
         assert_eq!(
-            std::fs::read_dir(b.root().join("tmp"))
+            std::fs::read_dir(b.store().root().join("tmp"))
                 .map(|d| d.count())
                 .unwrap_or(0),
             0,

@@ -462,13 +462,16 @@ fn diff_ids(config: &Value, what: &str) -> Result<Vec<Digest>, ArchiveError> {
 }
 
 impl Engine {
+    /// Temporary files of archives: the content store's `tmp/` (same file system, and swept
+    /// of what crashed processes left there).
     fn archive_tmp(&self) -> PathBuf {
-        self.root.join("tmp")
+        self.store.root().join("tmp")
     }
 
     /// `berth image load`: reads a docker or OCI archive (plain or gzipped tar), verifies
     /// everything, stores the blobs and registers every named image.
     pub fn load(&self, input: impl Read) -> Result<Vec<LoadedImage>, ArchiveError> {
+        self.sweep_tmp();
         let files = Unpacked::read_tar(input, &self.archive_tmp())?;
         let images = if files.has("manifest.json") {
             self.verify_docker_archive(&files)?

@@ -31,6 +31,20 @@ pub const CONCURRENT_LAYERS: usize = 3;
 /// Attempts per blob transfer when the network fails mid-way.
 const BLOB_ATTEMPTS: usize = 3;
 
+/// Leftovers of crashed pulls and loads older than this are removed from the store's `tmp/`.
+const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+impl crate::Engine {
+    /// Removes what crashed writers left in the content store's `tmp/` (best effort).
+    pub(crate) fn sweep_tmp(&self) {
+        match self.store.cleanup_tmp(STALE_TMP) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed stale temporary files"),
+            Err(e) => tracing::warn!(error = %e, "cannot sweep the content store's tmp/"),
+        }
+    }
+}
+
 /// Errors of pulls, pushes and logins.
 #[derive(Debug, thiserror::Error)]
 pub enum DistributionError {

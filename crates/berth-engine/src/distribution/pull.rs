@@ -93,6 +93,7 @@ impl Engine {
         progress: &dyn Progress,
     ) -> Result<PullResult, DistributionError> {
         let r: ImageRef = reference.parse()?;
+        self.sweep_tmp();
         let full_reference = match (&r.tag, &r.digest) {
             (_, Some(d)) => format!("{}/{}@{d}", r.domain, r.path),
             (Some(t), None) => format!("{}/{}:{t}", r.domain, r.path),

@@ -132,6 +132,30 @@ struct Bars {
     bars: Mutex<HashMap<String, ProgressBar>>,
     /// Layers whose "Downloading"/"Pushing" line was printed (plain mode).
     started: Mutex<HashSet<String>>,
+    /// Status lines that come after the bars (printed below them when done; tty mode).
+    after: Mutex<Vec<String>>,
+}
+
+impl Drop for Bars {
+    fn drop(&mut self) {
+        if let Ok(mut bars) = self.bars.lock() {
+            for b in bars.values() {
+                if !b.is_finished() {
+                    b.abandon();
+                }
+            }
+            // indicatif leaves the cursor at the end of the last bar.
+            if self.tty && !bars.is_empty() {
+                println!();
+            }
+            bars.clear();
+        }
+        if let Ok(after) = self.after.lock() {
+            for line in after.iter() {
+                println!("{line}");
+            }
+        }
+    }
 }
 
 impl Bars {
@@ -147,6 +171,7 @@ impl Bars {
             }),
             bars: Mutex::new(HashMap::new()),
             started: Mutex::new(HashSet::new()),
+            after: Mutex::new(Vec::new()),
         }
     }
 
@@ -179,9 +204,12 @@ impl Bars {
         b.finish_with_message(msg);
     }
 
-    fn line(&self, s: &str) {
-        if self.tty {
-            let _ = self.multi.println(s);
+    fn line(&self, s: String) {
+        let any_bars = self.bars.lock().is_ok_and(|b| !b.is_empty());
+        if self.tty && any_bars {
+            if let Ok(mut after) = self.after.lock() {
+                after.push(s);
+            }
         } else {
             println!("{s}");
         }
@@ -200,7 +228,7 @@ impl Progress for Bars {
             Mode::Push => ("Preparing", "Layer already exists", "Pushing", "Pushed"),
         };
         match event {
-            ProgressEvent::Status(s) => self.line(&s),
+            ProgressEvent::Status(s) => self.line(s),
             ProgressEvent::Waiting { id, size } => {
                 if self.tty {
                     let b = self.bar(&id);
