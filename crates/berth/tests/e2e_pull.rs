@@ -519,6 +519,11 @@ impl Drop for DockerRegistry {
 }
 
 fn docker_registry(dir: &Path) -> Option<DockerRegistry> {
+    docker_registry_with(dir, "")
+}
+
+/// docker-registry with extra YAML (e.g. an `auth:` section).
+fn docker_registry_with(dir: &Path, extra_yaml: &str) -> Option<DockerRegistry> {
     let bin = tool("docker-registry")?;
     for _ in 0..5 {
         let addr = format!("127.0.0.1:{}", free_port());
@@ -526,7 +531,7 @@ fn docker_registry(dir: &Path) -> Option<DockerRegistry> {
         std::fs::write(
             &cfg,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n{extra_yaml}",
                 dir.join("docker-registry-data").display()
             ),
         )
@@ -591,6 +596,53 @@ fn pull_from_debian_docker_registry() {
     let by_digest = format!("{}/dr/pushed@{digest}", reg.addr);
     let out = run_ok(&mut e.berth_in("root2", &["pull", "-q", &by_digest]));
     assert_eq!(out.trim(), by_digest);
+}
+
+/// Basic auth (htpasswd) instead of tokens: login, pull, push, and refusals.
+#[test]
+fn basic_auth_with_docker_registry() {
+    let e = need!(setup());
+    let hash = bcrypt::hash("alice-pw", 4).expect("bcrypt");
+    let htpasswd = e.path("htpasswd");
+    std::fs::write(&htpasswd, format!("alice:{hash}\n")).expect("htpasswd");
+    let reg = need!(docker_registry_with(
+        e.dir.path(),
+        &format!(
+            "auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n",
+            htpasswd.display()
+        )
+    ));
+    let layout = e.path("layout-basic");
+    let built = build_image(&e.py, &layout, "t", 2, 10_000, &[host_platform()]);
+    run_ok(&mut e.sk.cmd(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "alice:alice-pw",
+        &format!("oci:{}:t", layout.display()),
+        &format!("docker://{}/basic/app:1", reg.addr),
+    ]));
+    let r = format!("{}/basic/app:1", reg.addr);
+    let err = e.fail(&["pull", &r]);
+    assert!(
+        err.contains("unauthorized: authentication required") && err.contains("berth login"),
+        "{err}"
+    );
+    let err = e.fail(&["login", "-u", "alice", "-p", "wrong", &reg.addr]);
+    assert!(err.contains("unauthorized"), "{err}");
+    e.ok(&["login", "-u", "alice", "-p", "alice-pw", &reg.addr]);
+    e.ok(&["pull", &r]);
+    assert_eq!(e.inspect(&r)["Id"], built.images[0].config.as_str());
+    // A single-platform image is not silently taken for another platform.
+    let err = e.fail(&["pull", "--platform", "linux/s390x", &r]);
+    assert!(
+        err.contains("does not match the specified platform"),
+        "{err}"
+    );
+    let r2 = format!("{}/basic/copy:1", reg.addr);
+    e.ok(&["tag", &r, &r2]);
+    let out = e.ok(&["push", &r2]);
+    assert!(out.contains(&format!("digest: {}", built.digest)), "{out}");
 }
 
 #[test]

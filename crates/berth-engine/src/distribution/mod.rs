@@ -91,6 +91,12 @@ pub enum DistributionError {
     },
     #[error("no matching manifest for {0} in the manifest list entries")]
     NoMatchingPlatform(String),
+    #[error("image with reference {reference} was found but does not match the specified platform: wanted {wanted}, actual: {actual}")]
+    PlatformMismatch {
+        reference: String,
+        wanted: String,
+        actual: String,
+    },
     #[error("invalid platform {0:?} (expected os/arch[/variant])")]
     InvalidPlatform(String),
     #[error("cannot create the HTTP client")]

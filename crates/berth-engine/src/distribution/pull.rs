@@ -135,29 +135,6 @@ impl Engine {
                 what: format!("manifest {manifest_digest}"),
                 reason: "no config".into(),
             })?;
-        let key = r.local_key();
-        let mut have_all =
-            self.store.contains(&manifest_digest)? && self.store.contains(&config.digest)?;
-        for l in &parsed.layers {
-            have_all = have_all && self.store.contains(&l.digest)?;
-        }
-        if have_all && self.tag_target(&key)?.as_ref() == Some(&manifest_digest) {
-            progress.event(ProgressEvent::Status(format!("Digest: {top_digest}")));
-            progress.event(ProgressEvent::Status(format!(
-                "Status: Image is up to date for {r}"
-            )));
-            return Ok(PullResult {
-                full_reference,
-                reference: key,
-                digest: top_digest,
-                manifest_digest,
-                id: config.digest,
-                up_to_date: true,
-                layers_downloaded: 0,
-                bytes_downloaded: 0,
-            });
-        }
-
         // The config: small, checked against the layers before any layer is fetched.
         if config.size > MAX_CONFIG_SIZE {
             return Err(DistributionError::InvalidResponse {
@@ -183,6 +160,23 @@ impl Engine {
                 what: format!("config {}", config.digest),
                 reason: e.to_string(),
             })?;
+        if let Some(want) = platform.filter(|_| !media_type::is_index(&mt)) {
+            // A single-platform image must be the one asked for.
+            let field = |k: &str| cfg[k].as_str().unwrap_or_default().to_string();
+            let actual = PlatformSpec {
+                os: field("os"),
+                architecture: field("architecture"),
+                variant: cfg["variant"].as_str().map(str::to_string),
+            };
+            let variant_ok = want.variant.is_none() || want.variant == actual.variant;
+            if actual.os != want.os || actual.architecture != want.architecture || !variant_ok {
+                return Err(DistributionError::PlatformMismatch {
+                    reference: r.to_string(),
+                    wanted: want.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+        }
         let diff_ids = cfg["rootfs"]["diff_ids"].as_array().map_or(0, Vec::len);
         if diff_ids != parsed.layers.len() {
             return Err(DistributionError::InvalidResponse {
@@ -192,6 +186,29 @@ impl Engine {
                     "{} layers but the config lists {diff_ids} diff_ids",
                     parsed.layers.len()
                 ),
+            });
+        }
+
+        let key = r.local_key();
+        let mut have_all =
+            self.store.contains(&manifest_digest)? && self.store.contains(&config.digest)?;
+        for l in &parsed.layers {
+            have_all = have_all && self.store.contains(&l.digest)?;
+        }
+        if have_all && self.tag_target(&key)?.as_ref() == Some(&manifest_digest) {
+            progress.event(ProgressEvent::Status(format!("Digest: {top_digest}")));
+            progress.event(ProgressEvent::Status(format!(
+                "Status: Image is up to date for {r}"
+            )));
+            return Ok(PullResult {
+                full_reference,
+                reference: key,
+                digest: top_digest,
+                manifest_digest,
+                id: config.digest,
+                up_to_date: true,
+                layers_downloaded: 0,
+                bytes_downloaded: 0,
             });
         }
 
