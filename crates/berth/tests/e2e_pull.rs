@@ -701,6 +701,20 @@ fn save_load_round_trips_and_skopeo_reads_the_archives() {
         assert_eq!(e.inspect(&r)["Id"], id.as_str(), "{format}");
         assert_eq!(e.inspect("plain")["Id"], id.as_str(), "{format}");
     }
+    // Archives written by skopeo (containers/image, what podman save uses) load too: its
+    // docker-archive links layer.tar files to <digest>.tar, its oci-archive recompresses.
+    for (i, transport) in ["docker-archive", "oci-archive"].iter().enumerate() {
+        let file = e.path(&format!("skopeo-{transport}.tar"));
+        let name = format!("example.com/from-skopeo:{i}");
+        e.sk.pull(
+            &e.srv.docker_ref("sv/app:1"),
+            &format!("{transport}:{}:{name}", file.display()),
+            &[],
+        );
+        let out = e.ok(&["load", "-i", &file.display().to_string()]);
+        assert!(out.contains(&format!("Loaded image: {name}")), "{out}");
+        assert_eq!(e.inspect(&name)["Id"], id.as_str(), "{transport}");
+    }
     // stdin and stdout.
     let out = Command::new(berth_bin())
         .env("BERTH_ROOT", e.path("root"))
