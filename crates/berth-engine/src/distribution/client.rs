@@ -415,9 +415,12 @@ impl Repo {
                     self.authenticate(&c)?;
                 }
                 _ => {
-                    let detail = error_body(&String::from_utf8_lossy(&body))
+                    let mut detail = error_body(&String::from_utf8_lossy(&body))
                         .map(|(code, m)| format!("{code}: {m}"))
                         .unwrap_or_else(|| "authentication required".into());
+                    if self.creds.is_none() {
+                        detail.push_str(&format!(" (run `berth login {}`)", self.domain));
+                    }
                     return Err(DistributionError::Unauthorized(format!(
                         "{what} on {}/{}: {detail}",
                         self.domain, self.path
