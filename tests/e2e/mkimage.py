@@ -2,8 +2,11 @@
 """Writes a test image as an OCI image layout, from random data (nothing is pulled).
 
     mkimage.py DIR --tag TAG [--layers N] [--layer-size BYTES] [--platform OS/ARCH ...]
+               [--busybox]
 
-Each layer is a tar holding one file of random bytes, gzip-compressed at level 1. With one
+Each layer is a tar holding one file of random bytes, gzip-compressed at level 1. With
+--busybox a first layer holds /bin/busybox (Debian's busybox-static) and applet symlinks, and
+the config's Cmd is /bin/sh, so the image runs. With one
 --platform (default linux/amd64) DIR holds an image manifest; with several, an image index
 pointing at one manifest per platform. DIR may already be a layout: the new tag is added.
 Prints a JSON summary: {"digest", "mediaType", "images": [{"platform", "digest", "config",
@@ -48,8 +51,41 @@ def make_layer(size, name):
     return gz.getvalue(), "sha256:" + hashlib.sha256(tar_bytes).hexdigest()
 
 
-def make_image(root, nlayers, size, os_name, arch):
+BUSYBOX_APPLETS = ["sh", "echo", "true", "false", "cat", "ls", "sleep", "env", "id", "uname"]
+
+
+def make_busybox_layer():
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for d in ["bin", "tmp"]:
+            info = tarfile.TarInfo(d)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o1777 if d == "tmp" else 0o755
+            tar.addfile(info)
+        with open("/bin/busybox", "rb") as f:
+            data = f.read()
+        info = tarfile.TarInfo("bin/busybox")
+        info.size = len(data)
+        info.mode = 0o755
+        tar.addfile(info, io.BytesIO(data))
+        for a in BUSYBOX_APPLETS:
+            info = tarfile.TarInfo("bin/" + a)
+            info.type = tarfile.SYMTYPE
+            info.linkname = "busybox"
+            tar.addfile(info)
+    tar_bytes = raw.getvalue()
+    gz = io.BytesIO()
+    with gzip.GzipFile(fileobj=gz, mode="wb", compresslevel=1, mtime=0) as g:
+        g.write(tar_bytes)
+    return gz.getvalue(), "sha256:" + hashlib.sha256(tar_bytes).hexdigest()
+
+
+def make_image(root, nlayers, size, os_name, arch, busybox=False):
     layers, diff_ids = [], []
+    if busybox:
+        gz, diff_id = make_busybox_layer()
+        layers.append({"mediaType": OCI_LAYER, "digest": write_blob(root, gz), "size": len(gz)})
+        diff_ids.append(diff_id)
     for i in range(nlayers):
         gz, diff_id = make_layer(size, f"data/layer-{i}.bin")
         layers.append({"mediaType": OCI_LAYER, "digest": write_blob(root, gz), "size": len(gz)})
@@ -58,9 +94,12 @@ def make_image(root, nlayers, size, os_name, arch):
         {
             "architecture": arch,
             "os": os_name,
-            "config": {"Env": ["PATH=/bin"], "Labels": {"berth.test.nonce": os.urandom(8).hex()}},
+            "config": dict(
+                {"Env": ["PATH=/bin"], "Labels": {"berth.test.nonce": os.urandom(8).hex()}},
+                **({"Cmd": ["/bin/sh"]} if busybox else {}),
+            ),
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
-            "history": [{"created_by": "mkimage.py"} for _ in range(nlayers)],
+            "history": [{"created_by": "mkimage.py"} for _ in range(len(diff_ids))],
         },
         separators=(",", ":"),
     ).encode()
@@ -85,6 +124,7 @@ def main():
     p.add_argument("--layers", type=int, default=1)
     p.add_argument("--layer-size", type=int, default=1024)
     p.add_argument("--platform", action="append")
+    p.add_argument("--busybox", action="store_true")
     a = p.parse_args()
     platforms = a.platform or ["linux/amd64"]
 
@@ -95,7 +135,7 @@ def main():
     images = []
     for plat in platforms:
         os_name, arch = plat.split("/", 1)
-        images.append(make_image(a.dir, a.layers, a.layer_size, os_name, arch))
+        images.append(make_image(a.dir, a.layers, a.layer_size, os_name, arch, a.busybox))
 
     if len(images) == 1:
         top = {"mediaType": OCI_MANIFEST, "digest": images[0]["digest"], "size": images[0]["size"]}

@@ -7,11 +7,12 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use berth_oci::store::{chain_ids, StoreError};
-use berth_oci::{Algorithm, Digest, Hasher, RepoName, Tag};
+use berth_oci::{Algorithm, Digest, Hasher};
 use oci_spec::image::ImageConfiguration;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::distribution::ImageRef;
 use crate::{fsutil, Engine};
 
 pub const MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -66,14 +67,14 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> I
 
 /// `images.json`.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct TagFile {
-    images: BTreeMap<String, TagEntry>,
+pub(crate) struct TagFile {
+    pub(crate) images: BTreeMap<String, TagEntry>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct TagEntry {
-    manifest: String,
-    created: String,
+pub(crate) struct TagEntry {
+    pub(crate) manifest: String,
+    pub(crate) created: String,
 }
 
 /// A row of `berth images`.
@@ -129,38 +130,22 @@ struct Desc {
     size: u64,
 }
 
-/// `NAME[:TAG]` → `NAME:TAG` (default tag `latest`), validated.
+/// `NAME[:TAG]` → `NAME:TAG` (default tag `latest`), validated; Docker Hub names in their
+/// familiar form (`docker.io/library/busybox` → `busybox:latest`); `NAME@DIGEST` kept as is.
 pub fn normalize_reference(s: &str) -> Result<String, ImageError> {
-    let bad = || ImageError::InvalidReference(s.to_string());
-    let (name, tag) = match s.rfind(':') {
-        Some(i) if !s[i + 1..].contains('/') => (&s[..i], &s[i + 1..]),
-        _ => (s, "latest"),
-    };
-    // A first component with '.' or ':' or `localhost` is a registry host (Docker's rule).
-    let (host, path) = match name.split_once('/') {
-        Some((h, p)) if h.contains(['.', ':']) || h == "localhost" => (Some(h), p),
-        _ => (None, name),
-    };
-    if let Some(h) = host {
-        let valid = !h.is_empty()
-            && h.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'));
-        if !valid {
-            return Err(bad());
-        }
-    }
-    let path = RepoName::from_str(path).map_err(|_| bad())?;
-    let tag = Tag::from_str(tag).map_err(|_| bad())?;
-    match host {
-        Some(h) => Ok(format!("{h}/{path}:{tag}")),
-        None => Ok(format!("{path}:{tag}")),
-    }
+    s.parse::<ImageRef>()
+        .map(|r| r.local_key())
+        .map_err(|_| ImageError::InvalidReference(s.to_string()))
 }
 
+/// `name:tag` → (name, tag); `name@digest` → (name, `<none>`).
 fn split_reference(r: &str) -> (String, String) {
+    if let Some((name, _)) = r.split_once('@') {
+        return (name.to_string(), "<none>".to_string());
+    }
     match r.rfind(':') {
-        Some(i) => (r[..i].to_string(), r[i + 1..].to_string()),
-        None => (r.to_string(), "latest".to_string()),
+        Some(i) if !r[i + 1..].contains('/') => (r[..i].to_string(), r[i + 1..].to_string()),
+        _ => (r.to_string(), "latest".to_string()),
     }
 }
 
@@ -286,7 +271,7 @@ impl Engine {
         self.root.join("images.json")
     }
 
-    fn read_tags(&self) -> Result<TagFile, ImageError> {
+    pub(crate) fn read_tags(&self) -> Result<TagFile, ImageError> {
         let path = self.tags_path();
         match std::fs::read(&path) {
             Ok(data) => serde_json::from_slice(&data).map_err(ImageError::Tags),
@@ -299,6 +284,46 @@ impl Engine {
         let path = self.tags_path();
         let data = serde_json::to_vec_pretty(tags).map_err(ImageError::Tags)?;
         fsutil::write_atomic(&path, &data).map_err(io_err("write", &path))
+    }
+
+    /// The manifest digest a local name (`name:tag` / `name@digest`) points at, if any.
+    pub(crate) fn tag_target(&self, key: &str) -> Result<Option<Digest>, ImageError> {
+        Ok(self
+            .read_tags()?
+            .images
+            .get(key)
+            .and_then(|e| Digest::from_str(&e.manifest).ok()))
+    }
+
+    /// Points every local name in `entries` at its manifest, in one atomic update of
+    /// `images.json` under the engine lock. The manifests must already be stored.
+    pub(crate) fn set_tags(&self, entries: &[(String, Digest)]) -> Result<(), ImageError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let created = fsutil::now();
+        let _lock = self.lock().map_err(io_err("lock", &self.root))?;
+        let mut tags = self.read_tags()?;
+        for (key, digest) in entries {
+            tags.images.insert(
+                key.clone(),
+                TagEntry {
+                    manifest: digest.to_string(),
+                    created: created.clone(),
+                },
+            );
+        }
+        self.write_tags(&tags)
+    }
+
+    /// `berth tag SRC DST`: gives the image `source` (name or id) the name `target`.
+    /// Returns the normalized target name.
+    pub fn tag_image(&self, source: &str, target: &str) -> Result<String, ImageError> {
+        let image = self.resolve_image(source)?;
+        let key = normalize_reference(target)?;
+        self.set_tags(&[(key.clone(), image.manifest_digest)])?;
+        tracing::info!(source, target = %key, "image tagged");
+        Ok(key)
     }
 
     fn put_json(&self, value: &Value) -> Result<(Digest, u64), ImageError> {
@@ -338,18 +363,7 @@ impl Engine {
             "layers": [{"mediaType": if gzip { LAYER_TAR_GZIP } else { LAYER_TAR }, "digest": digest.to_string(), "size": size}],
         });
         let (manifest_digest, _) = self.put_json(&manifest)?;
-        {
-            let _lock = self.lock().map_err(io_err("lock", &self.root))?;
-            let mut tags = self.read_tags()?;
-            tags.images.insert(
-                reference.clone(),
-                TagEntry {
-                    manifest: manifest_digest.to_string(),
-                    created: created.clone(),
-                },
-            );
-            self.write_tags(&tags)?;
-        }
+        self.set_tags(&[(reference.clone(), manifest_digest.clone())])?;
         tracing::info!(%reference, %manifest_digest, "image imported");
         let (repository, tag) = split_reference(&reference);
         Ok(ImageSummary {
@@ -372,7 +386,7 @@ impl Engine {
         })
     }
 
-    fn load_image(
+    pub(crate) fn load_image(
         &self,
         reference: String,
         manifest_digest: Digest,

@@ -11,6 +11,7 @@
 //! containers (owned by their shims) outlive the process that started them.
 
 pub mod container;
+pub mod distribution;
 pub mod exec;
 mod fsutil;
 pub mod image;
@@ -28,6 +29,10 @@ pub use container::{
     ContainerError, ContainerInfo, ContainerRecord, ContainerState, LogEntry, LogReader, Network,
     RunSpec,
 };
+pub use distribution::{
+    ArchiveError, ArchiveFormat, DistributionError, ImageRef, PlatformSpec, Progress,
+    ProgressEvent, RegistryOptions,
+};
 pub use exec::{ExecSpec, PreparedExec};
 pub use image::{ImageError, ImageSummary, ResolvedImage};
 pub use network::NetworkAttachment;
@@ -43,6 +48,10 @@ pub enum Error {
     Image(#[from] ImageError),
     #[error(transparent)]
     Container(#[from] ContainerError),
+    #[error(transparent)]
+    Distribution(#[from] DistributionError),
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
 }
 
 /// Errors of opening the engine's state.

@@ -1,10 +1,11 @@
-//! `berth image import|ls|rm|inspect`, `berth images`, `berth rmi`.
+//! `berth image import|load|save|pull|push|tag|ls|rm`, `berth images`, `berth rmi`.
 
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
 use super::container::{blocking, human_age, open_engine, EngineArgs};
+use super::distribution;
 
 #[derive(Args, Debug)]
 pub struct ImageArgs {
@@ -15,8 +16,18 @@ pub struct ImageArgs {
 #[derive(Subcommand, Debug)]
 pub enum ImageCommand {
     /// Import a root file system tarball (plain or gzip) as a one-layer image, like `docker
-    /// import`. (Pulling from registries and `image load/save` come in a later release.)
+    /// import`.
     Import(ImportArgs),
+    /// Load images from a tar archive (docker-archive or oci-archive).
+    Load(distribution::LoadArgs),
+    /// Write images to a tar archive (docker-archive or oci-archive).
+    Save(distribution::SaveArgs),
+    /// Download an image from a registry.
+    Pull(distribution::PullArgs),
+    /// Upload an image to a registry.
+    Push(distribution::PushArgs),
+    /// Give an image another name.
+    Tag(distribution::TagArgs),
     /// List images.
     #[command(alias = "list")]
     Ls(ImagesArgs),
@@ -62,6 +73,11 @@ pub struct RmiArgs {
 pub async fn run(args: ImageArgs) -> anyhow::Result<()> {
     match args.cmd {
         ImageCommand::Import(a) => import(a).await,
+        ImageCommand::Load(a) => distribution::load(a).await,
+        ImageCommand::Save(a) => distribution::save(a).await,
+        ImageCommand::Pull(a) => distribution::pull(a).await,
+        ImageCommand::Push(a) => distribution::push(a).await,
+        ImageCommand::Tag(a) => distribution::tag(a).await,
         ImageCommand::Ls(a) => images(a).await,
         ImageCommand::Rm(a) => rmi(a).await,
     }

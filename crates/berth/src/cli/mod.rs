@@ -1,7 +1,9 @@
-//! The command line: `berth serve`, `berth registry [gc|user|repo]`, images and containers
-//! (`berth image import`, `images`, `rmi`, `run`, `ps`, `logs`, `stop`, `kill`, `rm`, `inspect`).
+//! The command line: `berth serve`, `berth registry [gc|user|repo]`, images (`berth image
+//! import|load|save`, `pull`, `push`, `tag`, `login`, `logout`, `images`, `rmi`) and containers
+//! (`run`, `ps`, `logs`, `stop`, `kill`, `rm`, `inspect`).
 
 pub(crate) mod container;
+mod distribution;
 mod image;
 pub(crate) mod network;
 mod registry;
@@ -33,8 +35,22 @@ pub enum Command {
     Serve(serve::ServeArgs),
     /// Run the OCI registry alone (with the ECR API on the same port), or manage one.
     Registry(registry::RegistryArgs),
-    /// Manage images (import; pull/push come in a later release).
+    /// Manage images (import, load, save, pull, push, tag, ls, rm).
     Image(image::ImageArgs),
+    /// Download an image from a registry.
+    Pull(distribution::PullArgs),
+    /// Upload an image to a registry.
+    Push(distribution::PushArgs),
+    /// Give an image another name (SOURCE TARGET).
+    Tag(distribution::TagArgs),
+    /// Log in to a registry (credentials kept in $BERTH_CONFIG or ~/.config/berth/auth.json).
+    Login(distribution::LoginArgs),
+    /// Forget the credentials of a registry.
+    Logout(distribution::LogoutArgs),
+    /// Write images to a tar archive (docker-archive or oci-archive).
+    Save(distribution::SaveArgs),
+    /// Load images from a tar archive (docker-archive or oci-archive).
+    Load(distribution::LoadArgs),
     /// List images.
     Images(image::ImagesArgs),
     /// Remove images.
@@ -107,6 +123,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Registry(a) => registry::run(a).await,
         Command::Image(a) => image::run(a).await,
         Command::Images(a) => image::images(a).await,
+        Command::Pull(a) => distribution::pull(a).await,
+        Command::Push(a) => distribution::push(a).await,
+        Command::Tag(a) => distribution::tag(a).await,
+        Command::Login(a) => distribution::login(a).await,
+        Command::Logout(a) => distribution::logout(a).await,
+        Command::Save(a) => distribution::save(a).await,
+        Command::Load(a) => distribution::load(a).await,
         Command::Rmi(a) => image::rmi(a).await,
         Command::Run(a) => {
             let code = container::run(a).await?;

@@ -197,7 +197,15 @@ pub fn netd_main(a: NetdArgs) -> i32 {
             return 1;
         }
     };
-    match rt.block_on(berth_net::daemon::run(a.root)) {
+    let mut cfg = berth_net::daemon::DaemonConfig::new(a.root);
+    // How long the daemon stays up without endpoints (0: forever); the engine respawns it.
+    if let Some(s) = std::env::var("BERTH_NETD_IDLE_EXIT_SECS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        cfg.idle_exit = (s > 0).then(|| std::time::Duration::from_secs(s));
+    }
+    match rt.block_on(berth_net::daemon::run_with(cfg)) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("berth netd: {e}");
