@@ -19,6 +19,17 @@ pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Replaces `path` with `data` by a rename, without fsync: for files rebuilt on every start
+/// (a container's `/etc/hosts`...), where a crash loses nothing worth keeping.
+pub(crate) fn write_replace(path: &Path, data: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no parent"))?;
+    let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    tmp.write_all(data)?;
+    tmp.persist(path).map(drop).map_err(|e| e.error)
+}
+
 /// Opens (creating) `path` and takes an exclusive `flock` on it.
 pub(crate) fn lock(path: &Path) -> io::Result<Flock<File>> {
     let file = OpenOptions::new()

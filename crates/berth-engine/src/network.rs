@@ -133,7 +133,7 @@ impl Engine {
             (&paths.resolv_conf, resolv_conf(dns)),
         ];
         for (path, content) in files {
-            fsutil::write_atomic(path, content.as_bytes()).map_err(|source| {
+            fsutil::write_replace(path, content.as_bytes()).map_err(|source| {
                 ContainerError::Io {
                     what: "write",
                     path: path.clone(),
