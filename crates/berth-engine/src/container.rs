@@ -179,6 +179,13 @@ pub struct RunSpec {
     /// `--restart` (carried out by the container's shim).
     #[serde(default)]
     pub restart: RestartPolicy,
+    /// `-t`: a terminal (pty) for the container's stdio, `TERM=xterm`.
+    #[serde(default)]
+    pub tty: bool,
+    /// `-i`: the container's stdin stays open and takes what clients of
+    /// [`Engine::attach`] send.
+    #[serde(default)]
+    pub interactive: bool,
 }
 
 /// `containers/<id>/config.json`.
@@ -368,6 +375,24 @@ impl Engine {
     /// The json-file log of a container.
     pub fn log_path(&self, id: &str) -> PathBuf {
         self.state_dir(id).join(shim::LOG_FILE)
+    }
+
+    /// The shim's attach socket of a container (`shim::attach` connects to it).
+    pub fn attach_path(&self, id: &str) -> PathBuf {
+        self.state_dir(id).join(shim::ATTACH_FILE)
+    }
+
+    /// Connects to a running container's stdio (see `berth_runtime::shim::attach`): output
+    /// (after a replay of the last 64 KiB) until the container exited for good; input goes to
+    /// its stdin if it runs with `interactive`. `NotFound`/`ConnectionRefused`: the shim is
+    /// gone (the container exited; its output is in the log).
+    pub fn attach(&self, id: &str) -> io::Result<std::os::unix::net::UnixStream> {
+        shim::attach(&self.state_dir(id))
+    }
+
+    /// Sets the window size of a container's terminal (`-t`).
+    pub fn resize(&self, id: &str, rows: u16, cols: u16) -> Result<(), ContainerError> {
+        Ok(shim::resize(&self.state_dir(id), rows, cols)?)
     }
 
     fn read_record(&self, id: &str) -> Result<ContainerRecord, ContainerError> {
@@ -707,6 +732,7 @@ impl Engine {
             cpus: spec.cpus,
             memory: spec.memory,
             pids_limit: spec.pids_limit,
+            tty: spec.tty,
             network: net_mode,
             cgroups_path: format!("/berth/{id}"),
             mounts: user_mounts,
@@ -769,6 +795,8 @@ impl Engine {
 
         let mut req = ShimRequest::new(id, bundle, self.state_dir(id), self.root.join("run"));
         req.restart = spec.restart;
+        req.tty = spec.tty;
+        req.stdin = spec.interactive;
         match shim::spawn(&self.shim_exe, &req) {
             Ok(handle) => {
                 tracing::debug!(%id, pid = handle.pid, "container started");

@@ -157,13 +157,14 @@ fn wait_code(pid: Pid, flags: Option<WaitPidFlag>) -> Result<i32, ExecError> {
     }
 }
 
-/// The user's terminal in raw mode, restored on drop.
-struct RawMode {
+/// The user's terminal (stdin) in raw mode, restored on drop; does nothing when stdin is not a
+/// terminal. Also used by `berth run -it`.
+pub struct RawMode {
     saved: Option<Termios>,
 }
 
 impl RawMode {
-    fn enable() -> RawMode {
+    pub fn enable() -> RawMode {
         let stdin = io::stdin();
         if !stdin.is_terminal() {
             return RawMode { saved: None };
@@ -188,9 +189,10 @@ impl Drop for RawMode {
     }
 }
 
-/// The size of the user's terminal (stdout, else stdin), for the pty.
+/// The size of the user's terminal (stdout, else stdin), for the pty: height = rows,
+/// width = columns.
 #[allow(unsafe_code)]
-fn terminal_size() -> Option<oci_spec::runtime::Box> {
+pub fn terminal_size() -> Option<oci_spec::runtime::Box> {
     for fd in [libc::STDOUT_FILENO, libc::STDIN_FILENO] {
         let mut ws = libc::winsize {
             ws_row: 0,

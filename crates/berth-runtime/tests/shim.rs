@@ -6,7 +6,10 @@
 //! cgroup directory, mount or shim process is left.
 
 use std::fs;
+use std::io::{Read, Write};
+use std::net::Shutdown;
 use std::os::unix::fs::symlink;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -27,7 +30,7 @@ fn shim_exe() -> PathBuf {
 }
 const APPLETS: &[&str] = &[
     "sh", "true", "false", "echo", "sleep", "cat", "id", "hostname", "ps", "ls", "head", "dd",
-    "tail", "printf",
+    "tail", "printf", "tty", "stty",
 ];
 const SPAWN_CHILD_ENV: &str = "BERTH_TEST_SPAWN_FROM_CHILD";
 
@@ -57,6 +60,7 @@ struct Fixture {
     id: String,
     spec: Spec,
     restart: RestartPolicy,
+    stdin: bool,
     handle: Option<ShimHandle>,
 }
 
@@ -89,6 +93,7 @@ impl Fixture {
             id,
             spec,
             restart: RestartPolicy::No,
+            stdin: false,
             handle: None,
         }
     }
@@ -129,6 +134,12 @@ impl Fixture {
         self
     }
 
+    /// `--stdin`: attached clients write to the container's stdin.
+    fn with_stdin(mut self) -> Self {
+        self.stdin = true;
+        self
+    }
+
     fn request(&self) -> ShimRequest {
         let tty = self
             .spec
@@ -143,6 +154,7 @@ impl Fixture {
             self.tmp.path().join("run"),
         );
         req.tty = tty;
+        req.stdin = self.stdin;
         req.restart = self.restart;
         req
     }
@@ -214,6 +226,7 @@ impl Fixture {
             );
             assert!(!alive(h.pid), "container init {} still running", h.pid);
             assert!(!self.state().join(shim::SOCKET_FILE).exists());
+            assert!(!self.state().join(shim::ATTACH_FILE).exists());
         }
     }
 }
@@ -1003,4 +1016,183 @@ fn restarted_containers_get_clean_signals_and_a_terminal() {
     assert_eq!(tty.stream("stdout"), "hi\r\nhi\r\n");
     assert_eq!(restart_count(&tty.state()), 1);
     tty.assert_clean();
+}
+
+/// Connects to the container's attach socket, with a read timeout so a broken shim fails the
+/// test instead of hanging it.
+fn attach(state: &Path) -> UnixStream {
+    let s = shim::attach(state).expect("attach");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    s
+}
+
+/// Reads from the attach socket until the output contains `want`; returns all of it.
+fn read_until(s: &mut UnixStream, want: &str) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&got).contains(want) {
+        match s.read(&mut buf) {
+            Ok(0) => panic!("EOF before {want:?}: {:?}", String::from_utf8_lossy(&got)),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!(
+                "reading for {want:?}: {e}; got {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+fn read_to_eof(s: &mut UnixStream) -> String {
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).expect("read to EOF");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn attach_pipes_stdin_and_eof_ends_the_container() {
+    if !root_or_skip("attach_pipes_stdin_and_eof_ends_the_container") {
+        return;
+    }
+    let mut t = Fixture::new("attachcat", &["/bin/cat"]).with_stdin();
+    let h = t.spawn().expect("spawn");
+    let mut s = attach(&t.state());
+    s.write_all(b"hello\n").expect("write");
+    read_until(&mut s, "hello\n");
+    // No terminal: no resize.
+    assert!(matches!(
+        shim::resize(&t.state(), 24, 80),
+        Err(ShimError::Refused(_))
+    ));
+    s.shutdown(Shutdown::Write).expect("shutdown");
+    assert_eq!(read_to_eof(&mut s), "");
+    // EOF on the socket comes after exit.json.
+    let exit = shim::read_exit(&t.state())
+        .expect("read exit")
+        .expect("exited before the attach ended");
+    assert_eq!(exit.exit_code, 0);
+    assert_eq!(h.wait(Duration::from_secs(5)).expect("wait"), Some(exit));
+    assert_eq!(t.stream("stdout"), "hello\n");
+    t.assert_clean();
+}
+
+#[test]
+fn attach_replays_output_from_before_the_attach() {
+    if !root_or_skip("attach_replays_output_from_before_the_attach") {
+        return;
+    }
+    let mut t = Fixture::new(
+        "attachreplay",
+        &[
+            "/bin/sh",
+            "-c",
+            "echo early; echo err >&2; read x; echo late $x",
+        ],
+    )
+    .with_stdin();
+    t.spawn().expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !t.stream("stderr").contains("err") {
+        assert!(Instant::now() < deadline, "no output: {:?}", t.log());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut s = attach(&t.state());
+    s.write_all(b"go\n").expect("write");
+    let out = read_to_eof(&mut s);
+    // stdout and stderr interleaved, in the order the shim read them.
+    assert!(out.contains("early\n") && out.contains("err\n"), "{out:?}");
+    assert!(out.ends_with("late go\n"), "{out:?}");
+    assert_eq!(t.stream("stdout"), "early\nlate go\n");
+    t.assert_clean();
+}
+
+#[test]
+fn attach_to_a_terminal_and_resize_it() {
+    if !root_or_skip("attach_to_a_terminal_and_resize_it") {
+        return;
+    }
+    let mut t = Fixture::new("attachtty", &["/bin/sh", "-c", "read x; tty; stty size"])
+        .with_terminal()
+        .with_stdin();
+    let h = t.spawn().expect("spawn");
+    let mut s = attach(&t.state());
+    shim::resize(&t.state(), 33, 101).expect("resize");
+    s.write_all(b"go\n").expect("write");
+    let out = read_to_eof(&mut s);
+    assert!(out.contains("/dev/pts/"), "{out:?}");
+    assert!(out.contains("33 101\r\n"), "{out:?}");
+    assert_eq!(
+        h.wait(Duration::from_secs(5))
+            .expect("wait")
+            .map(|e| e.exit_code),
+        Some(0)
+    );
+    assert!(t.stream("stdout").contains("33 101"));
+    t.assert_clean();
+}
+
+#[test]
+fn a_client_that_does_not_read_is_dropped_not_waited_for() {
+    if !root_or_skip("a_client_that_does_not_read_is_dropped_not_waited_for") {
+        return;
+    }
+    // 3 MiB of output for a client that never reads: more than the socket buffer plus the
+    // shim's per-client queue.
+    let mut t = Fixture::new(
+        "attachslow",
+        &[
+            "/bin/sh",
+            "-c",
+            "read x; dd if=/dev/zero bs=65536 count=48 2>/dev/null; echo done",
+        ],
+    )
+    .with_stdin();
+    let h = t.spawn().expect("spawn");
+    let mut stuck = attach(&t.state());
+    stuck.write_all(b"go\n").expect("write");
+    let exit = h
+        .wait(Duration::from_secs(30))
+        .expect("wait")
+        .expect("the container exits although a client does not read");
+    assert_eq!(exit.exit_code, 0);
+    let shim_log = fs::read_to_string(t.state().join(shim::SHIM_LOG_FILE)).unwrap_or_default();
+    assert!(shim_log.contains("does not keep up"), "{shim_log}");
+    drop(stuck);
+    t.assert_clean();
+}
+
+#[test]
+fn attached_clients_follow_restarts() {
+    if !root_or_skip("attached_clients_follow_restarts") {
+        return;
+    }
+    let mut t = Fixture::new(
+        "attachrestart",
+        &["/bin/sh", "-c", "read x; echo got $x; exit 2"],
+    )
+    .with_stdin()
+    .with_restart("on-failure:1");
+    let h = t.spawn().expect("spawn");
+    let mut s = attach(&t.state());
+    s.write_all(b"a\n").expect("write");
+    read_until(&mut s, "got a\n");
+    // Input for the second run only once it runs (the first one's stdin dies with it).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !matches!(shim::read_state(&t.state()), Ok(Some(st)) if st.restart_count == 1 && !st.restarting)
+    {
+        assert!(Instant::now() < deadline, "no restart");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    s.write_all(b"b\n").expect("write");
+    let rest = read_to_eof(&mut s);
+    assert!(rest.ends_with("got b\n"), "{rest:?}");
+    assert_eq!(
+        h.wait(Duration::from_secs(5))
+            .expect("wait")
+            .map(|e| e.exit_code),
+        Some(2)
+    );
+    assert_eq!(t.stream("stdout"), "got a\ngot b\n");
+    t.assert_clean();
 }

@@ -994,3 +994,93 @@ fn stop_honours_stopsignal_and_timeout_and_state_outlives_the_daemon() {
     assert_ok(&env.run(&["rm", "-f", "srv"]));
     assert_ok(&env.run(&["network", "rm", &net]));
 }
+
+/// Runs `berth ARGS` under `script`, which gives it a terminal, feeding `input` to the terminal.
+fn berth_in_terminal(env: &Env, args: &str, input: &[u8]) -> Output {
+    let cmd = format!(
+        "BERTH_ROOT={} BERTH_NETWORK=none RUST_LOG=error {} {args}",
+        env.root.display(),
+        env!("CARGO_BIN_EXE_berth")
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (bsdutils)");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(input).expect("write");
+    }
+    // Bounded: a hung berth fails the test instead of hanging it.
+    let pid = child.id().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => out.expect("script"),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+            panic!("berth {args} did not finish within 60 s");
+        }
+    }
+}
+
+#[test]
+fn run_interactive_and_tty() {
+    let Some(env) = Env::new() else { return };
+
+    // -i: stdin goes to the container through a pipe; its EOF ends `cat`.
+    let mut child = env
+        .berth(&["run", "-i", "--rm", "bb:1", "cat"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"hello\n").expect("write");
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert_ok(&out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+    assert_eq!(env.container_dirs(), 0, "--rm removes the container");
+
+    // -it: a pty in the container, its exit code.
+    let out = berth_in_terminal(&env, "run -it --rm bb:1 sh -c 'tty; exit 5'", b"");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/dev/pts/"), "{text:?}");
+    assert_eq!(out.status.code(), Some(5), "{text:?}");
+
+    // An interactive shell driven through the terminal.
+    let out = berth_in_terminal(&env, "run -it --rm bb:1 sh", b"echo $((6*7))\nexit 3\n");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("42"), "{text:?}");
+    assert_eq!(out.status.code(), Some(3), "{text:?}");
+    assert_eq!(env.container_dirs(), 0, "--rm removes the container");
+
+    // -t alone: the pty's output, no terminal needed on our side.
+    let out = env.run(&["run", "-t", "--rm", "bb:1", "sh", "-c", "tty; echo $TERM"]);
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("/dev/pts/") && text.contains("xterm\r\n"),
+        "{text:?}"
+    );
+
+    // -d -i: the shim keeps stdin open, so `cat` keeps running.
+    let id = env.stdout(&["run", "-d", "-i", "--name", "icat", "bb:1", "cat"]);
+    assert_eq!(id.trim().len(), 64, "{id}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(env.inspect("icat")["State"]["Running"], true);
+    let id = env.stdout(&["run", "-d", "-it", "--name", "ish", "bb:1", "sh"]);
+    assert_eq!(id.trim().len(), 64, "{id}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(env.inspect("ish")["State"]["Running"], true);
+    assert_ok(&env.run(&["rm", "-f", "icat", "ish"]));
+}

@@ -6,7 +6,9 @@
 //! --root ..`; that process ([`shim_main`]) detaches (new session, forks once so the engine never
 //! has to reap it), creates and starts the container with libcontainer, and then:
 //! - copies the container's stdout/stderr into `STATE_DIR/container.log` as Docker json-file lines;
-//! - answers requests on `STATE_DIR/shim.sock` (kill, state, wait for the exit);
+//! - answers requests on `STATE_DIR/shim.sock` (kill, state, wait for the exit, resize);
+//! - serves `STATE_DIR/attach.sock`: attached clients get the container's output (after a replay
+//!   of the last 64 KiB) and, with `--stdin`, their bytes go to the container's stdin;
 //! - reaps the container's init and records `STATE_DIR/exit.json` (exit code, signal, OOM kill);
 //! - deletes the container and removes its cgroup directories in every hierarchy;
 //! - with a [`RestartPolicy`] that asks for it, waits a back-off delay and creates and starts the
@@ -20,7 +22,8 @@
 //! Files in the state directory: `state.json` (init pid, shim pid, restart count; written once
 //! the container runs and again on each restart), `last_exit.json` (the latest exit that was
 //! followed by a restart), `exit.json` (written atomically once the container exited for good and
-//! was cleaned up), `container.log`, `shim.log` (the shim's own diagnostics), `shim.sock`.
+//! was cleaned up), `container.log`, `shim.log` (the shim's own diagnostics), `shim.sock`,
+//! `attach.sock`.
 
 mod restart;
 mod server;
@@ -52,6 +55,7 @@ pub const LAST_EXIT_FILE: &str = "last_exit.json";
 pub const LOG_FILE: &str = "container.log";
 pub const SHIM_LOG_FILE: &str = "shim.log";
 pub const SOCKET_FILE: &str = "shim.sock";
+pub const ATTACH_FILE: &str = "attach.sock";
 
 /// How long [`spawn`] waits for the shim to report by default.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -145,6 +149,9 @@ pub struct ShimArgs {
     /// The container has a terminal (process.terminal in the spec); its output is logged as stdout.
     #[arg(long)]
     pub tty: bool,
+    /// Keep the container's stdin open for attached clients (the pty with `--tty`, else a pipe).
+    #[arg(long)]
+    pub stdin: bool,
     /// Restart policy: no, on-failure[:max-retries], always or unless-stopped.
     #[arg(long, default_value_t = RestartPolicy::No)]
     pub restart: RestartPolicy,
@@ -162,6 +169,8 @@ pub struct ShimRequest {
     /// libcontainer's root directory (e.g. `/run/berth/runtime`).
     pub runtime_root: PathBuf,
     pub tty: bool,
+    /// `-i`: the container's stdin stays open and takes what attached clients send.
+    pub stdin: bool,
     /// What the shim does when the container exits (default: [`RestartPolicy::No`]).
     pub restart: RestartPolicy,
     pub start_timeout: Duration,
@@ -180,6 +189,7 @@ impl ShimRequest {
             state_dir: state_dir.into(),
             runtime_root: runtime_root.into(),
             tty: false,
+            stdin: false,
             restart: RestartPolicy::No,
             start_timeout: DEFAULT_START_TIMEOUT,
         }
@@ -291,6 +301,11 @@ pub(crate) enum Request {
     },
     State,
     Wait,
+    /// Sets the window size of the container's terminal (TIOCSWINSZ on the pty master).
+    Resize {
+        rows: u16,
+        cols: u16,
+    },
 }
 
 /// Answers on the socket, and the start report on the readiness pipe.
@@ -413,6 +428,9 @@ pub fn spawn(exe: &Path, req: &ShimRequest) -> Result<ShimHandle, ShimError> {
     if req.tty {
         cmd.arg("--tty");
     }
+    if req.stdin {
+        cmd.arg("--stdin");
+    }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(shim_log))
@@ -533,10 +551,13 @@ fn log_tail(path: &Path) -> String {
     }
 }
 
-/// The socket path, through /proc/self/fd when the real path is too long for `sun_path`; the
-/// returned directory handle must stay open while the path is used.
-pub(crate) fn socket_path(state_dir: &Path) -> Result<(PathBuf, Option<File>), io::Error> {
-    let path = state_dir.join(SOCKET_FILE);
+/// The path of socket `name` in `state_dir`, through /proc/self/fd when the real path is too
+/// long for `sun_path`; the returned directory handle must stay open while the path is used.
+pub(crate) fn socket_path(
+    state_dir: &Path,
+    name: &str,
+) -> Result<(PathBuf, Option<File>), io::Error> {
+    let path = state_dir.join(name);
     if path.as_os_str().len() < 100 {
         return Ok((path, None));
     }
@@ -544,13 +565,30 @@ pub(crate) fn socket_path(state_dir: &Path) -> Result<(PathBuf, Option<File>), i
         .read(true)
         .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
         .open(state_dir)?;
-    let short = PathBuf::from(format!("/proc/self/fd/{}/{SOCKET_FILE}", dir.as_raw_fd()));
+    let short = PathBuf::from(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()));
     Ok((short, Some(dir)))
 }
 
 fn connect(state_dir: &Path) -> Result<UnixStream, io::Error> {
-    let (path, _dir) = socket_path(state_dir)?;
+    let (path, _dir) = socket_path(state_dir, SOCKET_FILE)?;
     UnixStream::connect(path)
+}
+
+/// Attaches to the container's stdio (`STATE_DIR/attach.sock`): the stream delivers the
+/// container's output (first the last 64 KiB produced before the attach), and what is written
+/// to it goes to the container's stdin when the shim was started with `stdin`. Shutting down
+/// the write side closes a stdin pipe (not a terminal). The stream ends (EOF) once the
+/// container exited for good and its output was drained. `NotFound`/`ConnectionRefused`: the
+/// shim is gone (the container exited; its output is in `container.log`).
+pub fn attach(state_dir: &Path) -> Result<UnixStream, io::Error> {
+    let (path, _dir) = socket_path(state_dir, ATTACH_FILE)?;
+    UnixStream::connect(path)
+}
+
+/// Sets the window size of the container's terminal (the container gets SIGWINCH).
+/// [`ShimError::Refused`] when the container has no terminal.
+pub fn resize(state_dir: &Path, rows: u16, cols: u16) -> Result<(), ShimError> {
+    send_request(state_dir, &Request::Resize { rows, cols })
 }
 
 /// One request/response exchange. `Ok(None)`: the shim closed the connection without answering.
@@ -710,6 +748,8 @@ mod tests {
         assert_eq!(r, r#"{"op":"signal","signal":1}"#);
         let r = serde_json::to_string(&Request::Wait).expect("encode");
         assert_eq!(r, r#"{"op":"wait"}"#);
+        let r = serde_json::to_string(&Request::Resize { rows: 24, cols: 80 }).expect("encode");
+        assert_eq!(r, r#"{"op":"resize","rows":24,"cols":80}"#);
         let ok = serde_json::to_string(&Response {
             ok: true,
             ..Default::default()

@@ -6,7 +6,21 @@
 //! `state.json`, report `{"ok":true,"pid":..}` on the readiness pipe.
 //!
 //! Then one `poll(2)` loop over a signalfd (SIGCHLD; SIGTERM/SIGINT/SIGHUP are ignored: the shim
-//! ends with its container), the output pipes, the control socket and its connections.
+//! ends with its container), the output pipes, the control socket and its connections, the
+//! attach socket and its clients, and the container's stdin when input is pending.
+//!
+//! Attach (`attach.sock`): every output byte goes to the log, to a replay buffer (the last
+//! [`REPLAY_MAX`] bytes, sent first to a client that attaches later) and to each attached client
+//! (raw: pty output, or stdout and stderr interleaved). Sockets are non-blocking; a client whose
+//! unsent output exceeds [`CLIENT_QUEUE_MAX`] is dropped rather than stalling the container.
+//! With `--stdin`, client bytes go to the container's stdin (the pty master, or the write end of
+//! a stdin pipe); while [`INPUT_QUEUE_MAX`] bytes wait for the container, the shim stops reading
+//! clients. A client that shuts down its write side closes the stdin pipe (not a terminal).
+//! Clients stay attached across restarts (each run gets a new stdin pipe or pty, wired to the
+//! same clients; the replay buffer is cleared when a restart is decided; a stdin pipe closed by
+//! a client stays closed for later runs) and get EOF once the container exited for good: the
+//! socket is unlinked, pending connections get the replay, queued output is flushed (bounded),
+//! and every client is closed.
 //!
 //! Exit: when the init is a zombie (seen with `waitid(WNOWAIT)`, so its pid cannot be reused
 //! while libcontainer looks at it): drain the output, read the OOM-kill counter, delete the
@@ -17,9 +31,10 @@
 //! directory, rewrite `state.json` (new pid, restart count, start time) and loop. Otherwise (or if
 //! the restart fails): write `exit.json`, answer the waiters, remove the socket.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, IoSliceMut, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -43,7 +58,8 @@ use time::OffsetDateTime;
 use super::restart::Backoff;
 use super::{
     process_start_ticks, socket_path, write_atomic, ExitInfo, Request, Response, RestartPolicy,
-    ShimArgs, ShimError, StateFile, EXIT_FILE, LAST_EXIT_FILE, LOG_FILE, SOCKET_FILE, STATE_FILE,
+    ShimArgs, ShimError, StateFile, ATTACH_FILE, EXIT_FILE, LAST_EXIT_FILE, LOG_FILE, SOCKET_FILE,
+    STATE_FILE,
 };
 use crate::cgroup::{self, CgroupMount};
 use crate::logs::{self, JsonLogWriter, Stream};
@@ -54,6 +70,14 @@ const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
 /// A control connection that sends no complete request within this time is dropped.
 const CONN_TIMEOUT: Duration = Duration::from_secs(5);
 const CONSOLE_SOCKET: &str = "console.sock";
+/// Output kept for clients that attach later (e.g. a shell prompt printed before the attach).
+pub(crate) const REPLAY_MAX: usize = 64 * 1024;
+/// Unsent output queued for one attached client; beyond it the client is dropped.
+pub(crate) const CLIENT_QUEUE_MAX: usize = 1024 * 1024;
+/// Client input waiting for the container's stdin; beyond it clients are not read.
+pub(crate) const INPUT_QUEUE_MAX: usize = 64 * 1024;
+/// How long the shim tries to flush queued output to attached clients at the end.
+const CLIENT_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -314,13 +338,9 @@ fn bind_socket(dir: &Path, name: &str) -> Result<UnixListener, ServerError> {
         path: path.clone(),
         source,
     };
-    let listener = if name == SOCKET_FILE {
-        let (addr, _dir) = socket_path(dir).map_err(listen_err)?;
-        UnixListener::bind(addr)
-    } else {
-        UnixListener::bind(&path)
-    }
-    .map_err(listen_err)?;
+    // Bound through an O_PATH descriptor of the directory when the path is too long.
+    let (addr, _dir) = socket_path(dir, name).map_err(listen_err)?;
+    let listener = UnixListener::bind(addr).map_err(listen_err)?;
     listener.set_nonblocking(true).map_err(listen_err)?;
     Ok(listener)
 }
@@ -409,6 +429,67 @@ struct Launched {
     container: Container,
     init: Pid,
     outputs: Vec<Output>,
+    /// A duplicate of the pty master (`--tty`): resize, and stdin with `--stdin`.
+    pty: Option<OwnedFd>,
+    /// The write end of the container's stdin pipe (`--stdin` without `--tty`), non-blocking.
+    stdin_pipe: Option<OwnedFd>,
+}
+
+/// A client on `attach.sock`.
+struct Client {
+    stream: UnixStream,
+    /// Output not yet written to the client.
+    out: VecDeque<u8>,
+    /// The client has not shut down its write side.
+    input_open: bool,
+    /// To be removed at the end of the loop turn (indices stay stable within a turn).
+    dead: bool,
+}
+
+/// Writes what the socket takes of `c.out`; `false` when the client is gone.
+fn flush_client(c: &mut Client) -> bool {
+    while !c.out.is_empty() {
+        let (head, _) = c.out.as_slices();
+        match c.stream.write(head) {
+            Ok(0) => return false,
+            Ok(n) => {
+                c.out.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+/// TIOCSWINSZ on the pty master: the kernel sends SIGWINCH to the terminal's foreground group.
+#[allow(unsafe_code)]
+fn set_window_size(pty: &OwnedFd, rows: u16, cols: u16) -> Result<(), Errno> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: `pty` is an open pty master owned by the shim; TIOCSWINSZ only reads one
+    // `winsize` from the valid pointer for the duration of the call.
+    let rc = unsafe {
+        libc::ioctl(
+            pty.as_raw_fd(),
+            libc::TIOCSWINSZ,
+            &ws as *const libc::winsize,
+        )
+    };
+    Errno::result(rc).map(drop)
+}
+
+/// Entries of the poll set after the fixed part (signalfd, listener, outputs, conns, waiters).
+#[derive(Clone, Copy)]
+enum Slot {
+    Attach,
+    Client(usize),
+    Input,
 }
 
 /// Deletes a container that failed half-way (or whose setup failed after it started), reaps its
@@ -441,6 +522,13 @@ fn launch(
         .validate_id()
         .map_err(ServerError::Create)?;
     let mut outputs = Vec::new();
+    let mut stdin_pipe = None;
+    if args.stdin && !args.tty {
+        let (in_r, in_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ServerError::Pipe)?;
+        set_nonblocking(&in_w)?;
+        builder = builder.with_stdin(in_r);
+        stdin_pipe = Some(in_w);
+    }
     let console = if args.tty {
         let l = bind_socket(&args.state, CONSOLE_SOCKET)?;
         builder = builder.with_console_socket(Some(args.state.join(CONSOLE_SOCKET)));
@@ -487,12 +575,20 @@ fn launch(
         e
     };
 
+    let mut pty = None;
     if let Some(l) = &console {
-        match receive_console(l) {
-            Ok(master) => outputs.push(Output {
-                fd: master,
-                stream: Stream::Stdout,
-            }),
+        match receive_console(l).and_then(|master| {
+            let dup = master.try_clone().map_err(ServerError::Console)?;
+            Ok((master, dup))
+        }) {
+            Ok((master, dup)) => {
+                outputs.push(Output {
+                    fd: master,
+                    stream: Stream::Stdout,
+                });
+                // Same open file description: non-blocking with the master below.
+                pty = Some(dup);
+            }
             Err(e) => return Err(abort(e)),
         }
     }
@@ -512,6 +608,8 @@ fn launch(
         container,
         init,
         outputs,
+        pty,
+        stdin_pipe,
     })
 }
 
@@ -542,6 +640,18 @@ struct Shim {
     listener: UnixListener,
     conns: Vec<Conn>,
     waiters: Vec<UnixStream>,
+    /// `attach.sock` and its clients.
+    attach: UnixListener,
+    clients: Vec<Client>,
+    /// The last [`REPLAY_MAX`] bytes of output of the current run.
+    replay: VecDeque<u8>,
+    /// The current run's pty master (a duplicate) and stdin pipe, see [`Launched`].
+    pty: Option<OwnedFd>,
+    stdin_pipe: Option<OwnedFd>,
+    /// Client input not yet taken by the container's stdin.
+    input: Vec<u8>,
+    /// A client closed its input: the stdin pipe is closed (also for later runs).
+    stdin_closed: bool,
     sigfd: SignalFd,
     /// The signals read through `sigfd` (blocked, except while a restart creates the container).
     sigmask: SigSet,
@@ -584,6 +694,7 @@ impl Shim {
         let mounts = cgroup::mounts()?;
 
         let listener = bind_socket(&args.state, SOCKET_FILE)?;
+        let attach = bind_socket(&args.state, ATTACH_FILE)?;
         let log_path = args.state.join(LOG_FILE);
         let log_file = OpenOptions::new()
             .create(true)
@@ -600,7 +711,15 @@ impl Shim {
             mut container,
             init,
             outputs,
-        } = launch(args, &mounts, &cgroups_path)?;
+            pty,
+            stdin_pipe,
+        } = match launch(args, &mounts, &cgroups_path) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = fs::remove_file(args.state.join(ATTACH_FILE));
+                return Err(e);
+            }
+        };
         let started_at = timestamp(now());
         let container_root = args.root.join(&args.id);
 
@@ -647,6 +766,13 @@ impl Shim {
             listener,
             conns: Vec::new(),
             waiters: Vec::new(),
+            attach,
+            clients: Vec::new(),
+            replay: VecDeque::new(),
+            pty,
+            stdin_pipe,
+            input: Vec::new(),
+            stdin_closed: false,
             sigfd,
             sigmask: mask,
             started_at,
@@ -730,6 +856,8 @@ impl Shim {
                         tracing::warn!(error = %error_chain(&e), "cannot record the last exit");
                     }
                     self.last_exit = Some(exit);
+                    // Attached clients saw this run's output; a late one gets the next run's.
+                    self.replay.clear();
                     if let Err(e) = self.write_state(true) {
                         tracing::warn!(error = %error_chain(&e), "cannot update the state file");
                     }
@@ -789,6 +917,8 @@ impl Shim {
             mut container,
             init,
             outputs,
+            pty,
+            stdin_pipe,
         } = launched?;
         if let Err(e) = blocked {
             abort_container(
@@ -806,6 +936,9 @@ impl Shim {
         self.init_start_ticks = process_start_ticks(init.as_raw()).unwrap_or(0);
         self.running = Some((container, init));
         self.outputs = outputs;
+        self.pty = pty;
+        // A stdin closed by a client stays closed: the new run reads EOF at once.
+        self.stdin_pipe = stdin_pipe.filter(|_| !self.stdin_closed);
         if let Err(e) = self.write_state(false) {
             tracing::warn!(error = %error_chain(&e), "cannot update the state file");
         }
@@ -847,6 +980,8 @@ impl Shim {
                 ),
                 None => PollTimeout::NONE,
             };
+            let mut slots = Vec::new();
+            let extra_base;
             let revents = {
                 let mut fds = vec![
                     PollFd::new(self.sigfd.as_fd(), PollFlags::POLLIN),
@@ -867,6 +1002,31 @@ impl Shim {
                         .iter()
                         .map(|w| PollFd::new(w.as_fd(), PollFlags::POLLIN)),
                 );
+                extra_base = fds.len();
+                slots.push(Slot::Attach);
+                fds.push(PollFd::new(self.attach.as_fd(), PollFlags::POLLIN));
+                let read_clients = self.reading_clients();
+                for (i, c) in self.clients.iter().enumerate() {
+                    let mut events = PollFlags::empty();
+                    if c.input_open && read_clients {
+                        events |= PollFlags::POLLIN;
+                    }
+                    if !c.out.is_empty() {
+                        events |= PollFlags::POLLOUT;
+                    }
+                    // Not polled at all when there is nothing to do: a hung-up client would
+                    // otherwise wake the loop until its input can be read.
+                    if !events.is_empty() {
+                        slots.push(Slot::Client(i));
+                        fds.push(PollFd::new(c.stream.as_fd(), events));
+                    }
+                }
+                if !self.input.is_empty() {
+                    if let Some(fd) = self.input_target() {
+                        slots.push(Slot::Input);
+                        fds.push(PollFd::new(fd, PollFlags::POLLOUT));
+                    }
+                }
                 match poll(&mut fds, timeout) {
                     Ok(_) => {}
                     Err(Errno::EINTR) => continue,
@@ -885,6 +1045,18 @@ impl Shim {
                     self.read_output(i);
                 }
             }
+            for (k, slot) in slots.iter().enumerate() {
+                let rev = revents[extra_base + k];
+                if rev.is_empty() {
+                    continue;
+                }
+                match *slot {
+                    Slot::Attach => self.accept_attach(),
+                    Slot::Client(i) => self.client_event(i, rev),
+                    Slot::Input => self.flush_input(),
+                }
+            }
+            self.clients.retain(|c| !c.dead);
             let n_conns = self.conns.len();
             // A waiter that hung up (its wait timed out) is dropped, so repeated short waits do
             // not pile up sockets in a long-lived shim.
@@ -913,6 +1085,196 @@ impl Shim {
                 }
             }
         }
+    }
+
+    /// Where client input goes: the pty master or the stdin pipe (`--stdin` only).
+    fn input_target(&self) -> Option<BorrowedFd<'_>> {
+        if !self.args.stdin {
+            return None;
+        }
+        if self.args.tty {
+            self.pty.as_ref().map(|f| f.as_fd())
+        } else {
+            self.stdin_pipe.as_ref().map(|f| f.as_fd())
+        }
+    }
+
+    /// Whether client input is read now: not while [`INPUT_QUEUE_MAX`] bytes wait for the
+    /// container, nor during a restart back-off with `--stdin` (the input is for the next run).
+    fn reading_clients(&self) -> bool {
+        self.input.len() < INPUT_QUEUE_MAX && !(self.args.stdin && self.running.is_none())
+    }
+
+    /// Accepts clients on `attach.sock`; each gets the replay buffer first.
+    fn accept_attach(&mut self) {
+        loop {
+            match self.attach.accept() {
+                Ok((stream, _)) => {
+                    if stream.set_nonblocking(true).is_err() {
+                        continue;
+                    }
+                    let mut c = Client {
+                        stream,
+                        out: self.replay.clone(),
+                        input_open: true,
+                        dead: false,
+                    };
+                    c.dead = !flush_client(&mut c);
+                    tracing::debug!(replayed = self.replay.len(), "client attached");
+                    self.clients.push(c);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Output of the container: into the replay buffer and to every attached client.
+    fn broadcast(&mut self, data: &[u8]) {
+        self.replay.extend(data);
+        if self.replay.len() > REPLAY_MAX {
+            let excess = self.replay.len() - REPLAY_MAX;
+            self.replay.drain(..excess);
+        }
+        for c in self.clients.iter_mut().filter(|c| !c.dead) {
+            if c.out.len() + data.len() > CLIENT_QUEUE_MAX {
+                tracing::warn!(
+                    queued = c.out.len(),
+                    "dropping an attached client that does not keep up with the output"
+                );
+                c.dead = true;
+                continue;
+            }
+            c.out.extend(data);
+            c.dead = !flush_client(c);
+        }
+    }
+
+    fn client_event(&mut self, i: usize, rev: PollFlags) {
+        if self.clients[i].dead {
+            return;
+        }
+        if rev.contains(PollFlags::POLLOUT) && !flush_client(&mut self.clients[i]) {
+            self.clients[i].dead = true;
+            return;
+        }
+        let gone = PollFlags::POLLHUP | PollFlags::POLLERR;
+        if self.clients[i].input_open && (rev.contains(PollFlags::POLLIN) || rev.intersects(gone)) {
+            self.read_client(i);
+        } else if rev.intersects(gone) {
+            self.clients[i].dead = true;
+        }
+    }
+
+    /// Reads one chunk of input from client `i` into the input queue (discarded without a
+    /// stdin); EOF closes the stdin pipe.
+    fn read_client(&mut self, i: usize) {
+        let mut chunk = [0u8; 16 * 1024];
+        let res = self.clients[i].stream.read(&mut chunk);
+        match res {
+            Ok(0) => {
+                self.clients[i].input_open = false;
+                self.close_stdin();
+            }
+            Ok(n) => {
+                if self.input_target().is_some() {
+                    self.input.extend_from_slice(&chunk[..n]);
+                    self.flush_input();
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => self.clients[i].dead = true,
+        }
+    }
+
+    /// A client closed its input: close the stdin pipe once the queued input is written (a
+    /// terminal stays open: the client sends ^D itself if it wants to).
+    fn close_stdin(&mut self) {
+        if !self.args.stdin || self.args.tty {
+            return;
+        }
+        if !self.stdin_closed {
+            tracing::debug!("client closed its input: closing the container's stdin");
+        }
+        self.stdin_closed = true;
+        if self.input.is_empty() {
+            self.stdin_pipe = None;
+        }
+    }
+
+    /// Writes queued input to the container's stdin as far as it takes it.
+    fn flush_input(&mut self) {
+        let mut written = 0;
+        let mut broken = false;
+        if let Some(fd) = self.input_target() {
+            while written < self.input.len() {
+                match nix::unistd::write(fd, &self.input[written..]) {
+                    Ok(0) => break,
+                    Ok(n) => written += n,
+                    Err(Errno::EINTR) => continue,
+                    Err(Errno::EAGAIN) => break,
+                    // EPIPE: the container closed its stdin; EIO: the terminal is gone.
+                    Err(_) => {
+                        broken = true;
+                        break;
+                    }
+                }
+            }
+        }
+        self.input.drain(..written);
+        if broken {
+            self.input.clear();
+            if !self.args.tty {
+                self.stdin_pipe = None;
+            }
+        }
+        if self.input.is_empty() && self.stdin_closed {
+            self.stdin_pipe = None;
+        }
+    }
+
+    /// The container exited for good: no new clients (the socket is unlinked), connections
+    /// made before get the replay, queued output is flushed for at most
+    /// [`CLIENT_FLUSH_TIMEOUT`], then every client is closed (EOF).
+    fn close_attach(&mut self) {
+        let _ = fs::remove_file(self.args.state.join(ATTACH_FILE));
+        self.accept_attach();
+        let deadline = Instant::now() + CLIENT_FLUSH_TIMEOUT;
+        loop {
+            self.clients.retain(|c| !c.dead && !c.out.is_empty());
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.clients.is_empty() || left.is_zero() {
+                break;
+            }
+            let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+            let revents = {
+                let mut fds: Vec<PollFd> = self
+                    .clients
+                    .iter()
+                    .map(|c| PollFd::new(c.stream.as_fd(), PollFlags::POLLOUT))
+                    .collect();
+                match poll(&mut fds, PollTimeout::from(ms)) {
+                    Ok(_) | Err(Errno::EINTR) => {}
+                    Err(_) => break,
+                }
+                fds.iter()
+                    .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+                    .collect::<Vec<_>>()
+            };
+            for (c, rev) in self.clients.iter_mut().zip(revents) {
+                if !rev.is_empty() {
+                    c.dead = !flush_client(c);
+                }
+            }
+        }
+        if self.clients.iter().any(|c| !c.out.is_empty()) {
+            tracing::warn!("attached clients did not take the last output in time");
+        }
+        self.clients.clear();
     }
 
     /// Reaps children other than the init; returns the init's status once it is a zombie
@@ -962,6 +1324,7 @@ impl Shim {
                     if let Err(e) = self.log.write(stream, &buf[..n], now()) {
                         tracing::warn!(error = %error_chain(&e), "cannot write the container log");
                     }
+                    self.broadcast(&buf[..n]);
                     if n < buf.len() {
                         return;
                     }
@@ -1051,6 +1414,29 @@ impl Shim {
                 },
             ),
             Ok(Request::Wait) => self.waiters.push(conn.stream),
+            Ok(Request::Resize { rows, cols }) => {
+                let r = match &self.pty {
+                    Some(pty) => match set_window_size(pty, rows, cols) {
+                        Ok(()) => Response {
+                            ok: true,
+                            ..Default::default()
+                        },
+                        Err(e) => Response {
+                            ok: false,
+                            error: Some(format!("cannot resize the terminal: {e}")),
+                            ..Default::default()
+                        },
+                    },
+                    None if self.args.tty => not_running(None),
+                    None => Response {
+                        ok: false,
+                        error: Some("the container has no terminal".into()),
+                        ..Default::default()
+                    },
+                };
+                tracing::debug!(rows, cols, ok = r.ok, "resize request");
+                reply(&mut conn.stream, &r);
+            }
             Err(e) => reply(
                 &mut conn.stream,
                 &Response {
@@ -1118,6 +1504,10 @@ impl Shim {
     /// container, reaps the init and removes its cgroups and libcontainer state.
     fn reap(&mut self, status: WaitStatus, finished_at: OffsetDateTime) -> ExitInfo {
         self.drain_outputs();
+        // This run's stdin is gone; attached clients stay (for a restart, or until `finish`).
+        self.pty = None;
+        self.stdin_pipe = None;
+        self.input.clear();
         let oom_killed = match cgroup::oom_kill_count(&self.mounts, &self.cgroups_path) {
             Ok(n) => n.unwrap_or(0) > 0,
             Err(e) => {
@@ -1185,6 +1575,7 @@ impl Shim {
         for mut w in std::mem::take(&mut self.waiters) {
             reply(&mut w, &answer);
         }
+        self.close_attach();
         // Requests that arrived meanwhile: waits get the exit, kills "not running".
         self.accept();
         for mut c in std::mem::take(&mut self.conns) {

@@ -1,6 +1,7 @@
 //! `berth run|ps|logs|stop|kill|rm|inspect`.
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
@@ -38,10 +39,15 @@ pub(crate) async fn blocking<T: Send + 'static>(
 }
 
 #[derive(Args, Debug)]
-#[command(after_help = "Not yet available (later releases): -i/-t on run (use `berth exec -it`).")]
 pub struct RunArgs {
     #[command(flatten)]
     pub engine: EngineArgs,
+    /// Keep stdin open and connect it to the container.
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a terminal for the container.
+    #[arg(short, long)]
+    pub tty: bool,
     /// Remove the container when it exits (foreground only).
     #[arg(long)]
     pub rm: bool,
@@ -262,8 +268,12 @@ pub struct InspectArgs {
 
 /// `berth run`: returns the process exit code (the container's). In the foreground, SIGINT,
 /// SIGTERM and SIGHUP received by `berth` are forwarded to the container (Docker's sig-proxy).
+/// With `-i` or `-t` in the foreground, `berth` attaches to the container's stdio through its
+/// shim (output to stdout; with `-i`, stdin to the container; with `-it` on a terminal, the
+/// terminal in raw mode and its size passed on, also on SIGWINCH); otherwise it follows the
+/// container's log.
 pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
-    let (detach, rm) = (a.detach, a.rm);
+    let (detach, rm, interactive, tty) = (a.detach, a.rm, a.interactive, a.tty);
     let started = blocking(move || {
         if a.detach && a.rm {
             anyhow::bail!("--rm with -d needs the engine service (a later release); run in the foreground or remove with `berth rm`");
@@ -292,6 +302,8 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
             auto_remove: a.rm,
             volumes: a.volume.clone(),
             tmpfs: a.tmpfs.clone(),
+            tty: a.tty,
+            interactive: a.interactive,
         };
         match engine.run(&spec) {
             Ok(r) => Ok(Ok((engine, r.id))),
@@ -311,15 +323,59 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
         println!("{id}");
         return Ok(0);
     }
+    let stream = if interactive || tty {
+        let (engine, id) = (engine.clone(), id.clone());
+        blocking(move || match engine.attach(&id) {
+            Ok(s) => Ok(Some(s)),
+            // The container already exited (and its shim is gone): its output is in the log.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(anyhow::Error::from(e).context("cannot attach to the container")),
+        })
+        .await?
+    } else {
+        None
+    };
+    let attached = stream.is_some();
+    // Like docker: raw mode only when the terminal's input goes to the container's terminal
+    // (with -t alone, ^C must still reach berth, which forwards SIGINT).
+    let raw = (attached && interactive && tty).then(berth_runtime::exec::RawMode::enable);
+    let resize = |engine: &Engine, id: &String| {
+        let (engine, id) = (engine.clone(), id.clone());
+        tokio::task::spawn_blocking(move || send_resize(&engine, &id));
+    };
+    if attached && tty {
+        resize(&engine, &id);
+    }
     let follow = {
         let (engine, id) = (engine.clone(), id.clone());
-        tokio::task::spawn_blocking(move || follow_logs(&engine, &id, false))
+        tokio::task::spawn_blocking(move || match stream {
+            Some(stream) => {
+                if interactive {
+                    let input = stream
+                        .try_clone()
+                        .context("cannot attach to the container")?;
+                    // A plain thread, not spawn_blocking: it may block on stdin forever, and
+                    // the runtime waits for its blocking tasks when it shuts down.
+                    std::thread::spawn(move || pump_stdin(input, tty));
+                }
+                attached_output(&engine, &id, stream)
+            }
+            None => follow_logs(&engine, &id, false),
+        })
     };
     tokio::pin!(follow);
     use tokio::signal::unix::{signal, SignalKind};
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sighup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let mut sigwinch = signal(SignalKind::window_change()).context("cannot handle SIGWINCH")?;
     let forward = |sig: i32| {
         let (engine, id) = (engine.clone(), id.clone());
         tokio::task::spawn_blocking(move || {
@@ -334,8 +390,11 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
             _ = sigint.recv() => forward(libc_signal::SIGINT),
             _ = sigterm.recv() => forward(libc_signal::SIGTERM),
             _ = sighup.recv() => forward(libc_signal::SIGHUP),
+            _ = sigwinch.recv() => if attached && tty { resize(&engine, &id) },
         }
     };
+    // Restores the terminal before anything else is printed (and before process::exit).
+    drop(raw);
     if rm {
         blocking(move || {
             if let Err(e) = engine.remove_with_volumes(&id, true, true) {
@@ -346,6 +405,80 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
         .await?;
     }
     Ok(exit.map(|e| e.exit_code).unwrap_or(0))
+}
+
+/// Passes the user's terminal size (if stdout or stdin is one) to the container's terminal.
+fn send_resize(engine: &Engine, id: &str) {
+    let Some(size) = berth_runtime::exec::terminal_size() else {
+        return;
+    };
+    let rows = u16::try_from(size.height()).unwrap_or(u16::MAX);
+    let cols = u16::try_from(size.width()).unwrap_or(u16::MAX);
+    if let Err(e) = engine.resize(id, rows, cols) {
+        tracing::debug!(error = %e, rows, cols, "terminal size not passed on");
+    }
+}
+
+/// Copies this process's stdin to the attach socket. At EOF: ^D for a terminal (as `berth exec
+/// -it` does), then the write side is shut down (which closes a stdin pipe).
+fn pump_stdin(mut socket: UnixStream, tty: bool) {
+    let mut stdin = std::io::stdin();
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match stdin.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                if socket.write_all(&buf[..n]).is_err() {
+                    // The container exited (the shim closed the attach).
+                    return;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read stdin");
+                break;
+            }
+        }
+    }
+    if tty {
+        let _ = socket.write_all(&[4]);
+    }
+    let _ = socket.shutdown(std::net::Shutdown::Write);
+}
+
+/// Copies the attach socket to stdout until the shim closes it (the container exited for good
+/// and its output was drained), then returns the container's exit.
+fn attached_output(
+    engine: &Engine,
+    id: &str,
+    mut socket: UnixStream,
+) -> anyhow::Result<Option<berth_runtime::shim::ExitInfo>> {
+    let mut buf = vec![0u8; 32 * 1024];
+    let stdout = std::io::stdout();
+    loop {
+        match socket.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let mut out = stdout.lock();
+                if out.write_all(&buf[..n]).and_then(|()| out.flush()).is_err() {
+                    // Nobody reads our output any more; keep waiting for the exit.
+                    break;
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "attach connection failed");
+                break;
+            }
+        }
+    }
+    drop(socket);
+    loop {
+        match engine.wait(id, Duration::from_secs(3600))? {
+            Some(exit) => return Ok(Some(exit)),
+            None => continue,
+        }
+    }
 }
 
 /// Signal numbers (Linux, every architecture Berth builds for).
@@ -615,6 +748,8 @@ fn container_json(c: &ContainerInfo) -> serde_json::Value {
             "Image": r.image,
             "WorkingDir": r.working_dir,
             "StopSignal": r.stop_signal,
+            "Tty": r.options.tty,
+            "OpenStdin": r.options.interactive,
         },
         "HostConfig": {
             "NetworkMode": r.options.network.mode(),
