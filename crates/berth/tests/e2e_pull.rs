@@ -165,42 +165,15 @@ fn build_busybox_image(
     layer_size: usize,
     platforms: &[&str],
 ) -> Built {
-    let mut cmd = Command::new(py);
-    cmd.arg(e2e_script("mkimage.py")).arg(layout);
-    cmd.args([
-        "--busybox",
-        "--tag",
+    build_image_with(
+        py,
+        layout,
         tag,
-        "--layers",
-        &layers.to_string(),
-        "--layer-size",
-        &layer_size.to_string(),
-    ]);
-    for p in platforms {
-        cmd.args(["--platform", p]);
-    }
-    let v = json(&run_ok(&mut cmd));
-    let s = |v: &serde_json::Value, k: &str| v[k].as_str().expect(k).to_string();
-    Built {
-        digest: s(&v, "digest"),
-        media_type: s(&v, "mediaType"),
-        images: v["images"]
-            .as_array()
-            .expect("images")
-            .iter()
-            .map(|i| BuiltImage {
-                platform: s(i, "platform"),
-                digest: s(i, "digest"),
-                config: s(i, "config"),
-                layers: i["layers"]
-                    .as_array()
-                    .expect("layers")
-                    .iter()
-                    .map(|l| l.as_str().expect("layer").to_string())
-                    .collect(),
-            })
-            .collect(),
-    }
+        layers,
+        layer_size,
+        platforms,
+        &["--busybox"],
+    )
 }
 
 fn host_platform() -> &'static str {

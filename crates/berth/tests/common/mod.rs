@@ -518,8 +518,22 @@ pub fn build_image(
     layer_size: usize,
     platforms: &[&str],
 ) -> Built {
+    build_image_with(py, layout, tag, layers, layer_size, platforms, &[])
+}
+
+/// [`build_image`] with extra mkimage.py options (e.g. `--busybox` for a runnable image).
+pub fn build_image_with(
+    py: &Path,
+    layout: &Path,
+    tag: &str,
+    layers: usize,
+    layer_size: usize,
+    platforms: &[&str],
+    extra: &[&str],
+) -> Built {
     let mut cmd = Command::new(py);
     cmd.arg(e2e_script("mkimage.py")).arg(layout);
+    cmd.args(extra);
     cmd.args([
         "--tag",
         tag,
