@@ -72,6 +72,8 @@ pub enum ContainerError {
     Spec(#[from] SpecError),
     #[error("cannot write the runtime spec")]
     SaveSpec(#[source] oci_spec::OciSpecError),
+    #[error(transparent)]
+    Seccomp(#[from] berth_runtime::seccomp_bpf::BpfError),
     #[error("invalid container record {path}")]
     Record {
         path: PathBuf,
@@ -760,8 +762,9 @@ impl Engine {
                     .map_err(io_err("chown", &path))?;
             }
         }
-        built
-            .spec
+        let mut runtime_spec = built.spec;
+        berth_runtime::seccomp_bpf::precompile(&mut runtime_spec, &self.root.join("seccomp"))?;
+        runtime_spec
             .save(bundle.join("config.json"))
             .map_err(ContainerError::SaveSpec)?;
         let record = ContainerRecord {

@@ -130,6 +130,7 @@ impl Engine {
                 process,
                 work_dir,
                 stdin: spec.stdin,
+                seccomp: berth_runtime::seccomp_bpf::Filter::from_spec(&runtime_spec)?,
             },
             container: id[..12].to_string(),
         })

@@ -65,6 +65,8 @@ pub struct ExecRequest {
     pub work_dir: PathBuf,
     /// `-i`: connect this process's stdin.
     pub stdin: bool,
+    /// The container's compiled seccomp program (its spec names one; see [`crate::seccomp_bpf`]).
+    pub seccomp: Option<crate::seccomp_bpf::Filter>,
 }
 
 /// Runs the process and returns its exit code. The calling process must be single-threaded.
@@ -98,7 +100,10 @@ pub fn exec(req: &ExecRequest) -> Result<i32, ExecError> {
 
     let mut builder = ContainerBuilder::new(req.id.clone(), SyscallType::Linux)
         .with_root_path(&req.runtime_root)
-        .map_err(ExecError::Start)?;
+        .map_err(ExecError::Start)?
+        .with_executor(crate::seccomp_bpf::SeccompExecutor::new(
+            req.seccomp.clone(),
+        ));
     let console = if tty {
         let path = req.work_dir.join(CONSOLE_SOCKET);
         let _ = fs::remove_file(&path);

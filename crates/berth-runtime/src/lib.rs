@@ -6,10 +6,13 @@
 //!   keeps the container's stdio and exit status, and outlives the engine that started it.
 //! - `exec`: one more process in a running container (`berth exec`).
 //! - `logs`: container output as Docker json-file lines.
+//! - `seccomp_bpf`: Docker's seccomp profile compiled once into a cached BPF program that
+//!   the container's init installs right before exec.
 //! - `cgroup`: cgroup mounts, OOM-kill counters and removal of a container's cgroup directories.
 
 pub mod cgroup;
 pub mod exec;
 pub mod logs;
+pub mod seccomp_bpf;
 pub mod shim;
 pub mod spec;

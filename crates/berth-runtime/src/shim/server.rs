@@ -41,6 +41,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use libcontainer::container::builder::ContainerBuilder;
+
+use crate::seccomp_bpf::{Filter, SeccompExecutor};
 use libcontainer::container::Container;
 use libcontainer::error::LibcontainerError;
 use libcontainer::syscall::syscall::SyscallType;
@@ -101,6 +103,8 @@ pub enum ServerError {
     },
     #[error("the spec has no linux.cgroupsPath (the shim needs it to clean up)")]
     NoCgroupsPath,
+    #[error(transparent)]
+    Seccomp(#[from] crate::seccomp_bpf::BpfError),
     #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
     #[error("cannot listen on {path}")]
@@ -515,12 +519,14 @@ fn launch(
     args: &ShimArgs,
     mounts: &[CgroupMount],
     cgroups_path: &Path,
+    seccomp: &Option<Filter>,
 ) -> Result<Launched, ServerError> {
     let mut builder = ContainerBuilder::new(args.id.clone(), SyscallType::Linux)
         .with_root_path(&args.root)
         .map_err(ServerError::Create)?
         .validate_id()
-        .map_err(ServerError::Create)?;
+        .map_err(ServerError::Create)?
+        .with_executor(SeccompExecutor::new(seccomp.clone()));
     let mut outputs = Vec::new();
     let mut stdin_pipe = None;
     if args.stdin && !args.tty {
@@ -635,6 +641,8 @@ struct Shim {
     shim_start_ticks: u64,
     cgroups_path: PathBuf,
     mounts: Vec<CgroupMount>,
+    /// The compiled seccomp program the spec names (installed by each run's init).
+    seccomp: Option<Filter>,
     log: JsonLogWriter<File>,
     outputs: Vec<Output>,
     listener: UnixListener,
@@ -692,6 +700,7 @@ impl Shim {
             .ok_or(ServerError::NoCgroupsPath)?;
         cgroup::relative_path(&cgroups_path)?;
         let mounts = cgroup::mounts()?;
+        let seccomp = Filter::from_spec(&spec)?;
 
         let listener = bind_socket(&args.state, SOCKET_FILE)?;
         let attach = bind_socket(&args.state, ATTACH_FILE)?;
@@ -713,7 +722,7 @@ impl Shim {
             outputs,
             pty,
             stdin_pipe,
-        } = match launch(args, &mounts, &cgroups_path) {
+        } = match launch(args, &mounts, &cgroups_path, &seccomp) {
             Ok(l) => l,
             Err(e) => {
                 let _ = fs::remove_file(args.state.join(ATTACH_FILE));
@@ -761,6 +770,7 @@ impl Shim {
             shim_start_ticks: process_start_ticks(shim_pid).unwrap_or(0),
             cgroups_path,
             mounts,
+            seccomp,
             log: JsonLogWriter::new(log_file),
             outputs,
             listener,
@@ -911,7 +921,7 @@ impl Shim {
         self.sigmask
             .thread_unblock()
             .map_err(ServerError::Signals)?;
-        let launched = launch(&self.args, &self.mounts, &self.cgroups_path);
+        let launched = launch(&self.args, &self.mounts, &self.cgroups_path, &self.seccomp);
         let blocked = self.sigmask.thread_block();
         let Launched {
             mut container,
