@@ -57,7 +57,10 @@ fn words(kind: &InstructionKind) -> Vec<&str> {
             })
             .chain([a.dest.as_str()])
             .collect(),
-        InstructionKind::OnBuild { expression, trigger } => {
+        InstructionKind::OnBuild {
+            expression,
+            trigger,
+        } => {
             let mut v = words(trigger);
             v.push(expression.as_str());
             v
