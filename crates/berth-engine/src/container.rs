@@ -416,6 +416,10 @@ impl Engine {
                 // Being created or removed right now.
                 Err(ContainerError::Io { source, .. })
                     if source.kind() == io::ErrorKind::NotFound => {}
+                // Only written, not synced, when a crash came (a placeholder, a `--rm` one).
+                Err(e @ ContainerError::Record { .. }) => {
+                    tracing::warn!(error = %e, "skipping a damaged container record");
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -596,7 +600,7 @@ impl Engine {
                 mounts: Vec::new(),
                 network_attachment: None,
             };
-            if let Err(e) = self.write_record(&placeholder) {
+            if let Err(e) = self.write_record(&placeholder, false) {
                 let _ = fs::remove_dir_all(&dir);
                 return Err(e);
             }
@@ -614,13 +618,19 @@ impl Engine {
         }
     }
 
-    fn write_record(&self, record: &ContainerRecord) -> Result<(), ContainerError> {
+    /// Writes the record atomically; `durable` also fsyncs it (not for `--rm` containers and
+    /// placeholders, which a crash may lose: [`Engine::records`] skips a damaged record).
+    fn write_record(&self, record: &ContainerRecord, durable: bool) -> Result<(), ContainerError> {
         let path = self.container_dir(&record.id).join(RECORD);
         let data = serde_json::to_vec_pretty(record).map_err(|source| ContainerError::Record {
             path: path.clone(),
             source,
         })?;
-        fsutil::write_atomic(&path, &data).map_err(io_err("write", &path))
+        if durable {
+            fsutil::write_atomic(&path, &data).map_err(io_err("write", &path))
+        } else {
+            fsutil::write_replace(&path, &data).map_err(io_err("write", &path))
+        }
     }
 
     fn create_and_start(
@@ -645,7 +655,7 @@ impl Engine {
         }
         fs::set_permissions(&upper, fs::Permissions::from_mode(0o755))
             .map_err(io_err("chmod", &upper))?;
-        overlay::mount_overlay(&lower, &upper, &work, &rootfs)?;
+        overlay::mount_overlay(&lower, &upper, &work, &rootfs, spec.auto_remove)?;
         let image_volumes = image
             .config
             .config()
@@ -794,7 +804,7 @@ impl Engine {
             mounts,
             network_attachment: guard.attachment.clone(),
         };
-        self.write_record(&record)?;
+        self.write_record(&record, !spec.auto_remove)?;
 
         let mut req = ShimRequest::new(id, bundle, self.state_dir(id), self.root.join("run"));
         req.restart = spec.restart;

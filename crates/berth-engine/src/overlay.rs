@@ -29,11 +29,16 @@ pub enum MountError {
 
 /// Mounts an overlay on `target`: `lower` top-down (the image's last layer first), `upper`
 /// and `work` the container's own. The mount is made private so that it does not propagate.
+///
+/// `volatile` (for containers removed when they exit): the upper layer is never synced to
+/// disk (overlayfs' `volatile` option, Linux 5.10+; without it, unmounting syncs the whole
+/// upper file system). Kernels without the option get a plain mount.
 pub fn mount_overlay(
     lower: &[PathBuf],
     upper: &Path,
     work: &Path,
     target: &Path,
+    volatile: bool,
 ) -> Result<(), MountError> {
     if lower.is_empty() {
         return Err(MountError::NoLayers);
@@ -59,13 +64,22 @@ pub fn mount_overlay(
         target: target.to_path_buf(),
         source,
     };
-    mount(
-        Some("overlay"),
-        target,
-        Some("overlay"),
-        MsFlags::empty(),
-        Some(data.as_str()),
-    )
+    let plain = |data: &str| {
+        mount(
+            Some("overlay"),
+            target,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(data),
+        )
+    };
+    match volatile {
+        true => match plain(&format!("{data},volatile")) {
+            Err(nix::errno::Errno::EINVAL) => plain(&data),
+            r => r,
+        },
+        false => plain(&data),
+    }
     .map_err(err)?;
     if let Err(e) = mount(
         None::<&str>,

@@ -333,17 +333,24 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
-/// Writes `data` to `dir/name` through a temporary file and a rename.
+/// Writes `data` to `dir/name` through a temporary file and a rename, without fsync: the
+/// runtime state means nothing after a reboot; [`sync_file`] makes an exit record durable
+/// once the waiters have it.
 pub(crate) fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> Result<(), ShimError> {
     let path = dir.join(name);
     let tmp = dir.join(format!(".{name}.tmp"));
     let res = (|| {
         let mut f = File::create(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
         fs::rename(&tmp, &path)
     })();
     res.map_err(|source| ShimError::Write { path, source })
+}
+
+/// fsyncs `dir/name` and `dir`.
+pub(crate) fn sync_file(dir: &Path, name: &str) -> io::Result<()> {
+    File::open(dir.join(name))?.sync_all()?;
+    File::open(dir)?.sync_all()
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Option<T>, ShimError> {

@@ -59,9 +59,9 @@ use time::OffsetDateTime;
 
 use super::restart::Backoff;
 use super::{
-    process_start_ticks, socket_path, write_atomic, ExitInfo, Request, Response, RestartPolicy,
-    ShimArgs, ShimError, StateFile, ATTACH_FILE, EXIT_FILE, LAST_EXIT_FILE, LOG_FILE, SOCKET_FILE,
-    STATE_FILE,
+    process_start_ticks, socket_path, sync_file, write_atomic, ExitInfo, Request, Response,
+    RestartPolicy, ShimArgs, ShimError, StateFile, ATTACH_FILE, EXIT_FILE, LAST_EXIT_FILE,
+    LOG_FILE, SOCKET_FILE, STATE_FILE,
 };
 use crate::cgroup::{self, CgroupMount};
 use crate::logs::{self, JsonLogWriter, Stream};
@@ -1610,6 +1610,10 @@ impl Shim {
             reply(&mut c.stream, &r);
         }
         let _ = fs::remove_file(self.args.state.join(SOCKET_FILE));
+        // Durable after the waiters were answered: they need not wait for the disk.
+        if let Err(e) = sync_file(&self.args.state, EXIT_FILE) {
+            tracing::warn!(error = %e, "cannot sync the exit record");
+        }
         Ok(())
     }
 }
