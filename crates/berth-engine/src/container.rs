@@ -167,8 +167,12 @@ pub struct RunSpec {
     /// `--entrypoint` (`Some("")` drops the image's entrypoint).
     pub entrypoint: Option<String>,
     pub hostname: Option<String>,
-    /// `--rm` (carried out by the foreground `berth run`).
+    /// `--rm`: carried out by the foreground `berth run`, or with [`RunSpec::detach`] by the
+    /// shim once the container exited for good.
     pub auto_remove: bool,
+    /// `-d`: nobody waits for the container (with `auto_remove`, the shim removes it).
+    #[serde(default)]
+    pub detach: bool,
     /// `-v` values (`SRC:DST[:ro]`, `NAME:DST`, `DST`).
     #[serde(default)]
     pub volumes: Vec<String>,
@@ -810,6 +814,16 @@ impl Engine {
         req.restart = spec.restart;
         req.tty = spec.tty;
         req.stdin = spec.interactive;
+        if spec.auto_remove && spec.detach {
+            req.on_exit = vec![
+                self.shim_exe.display().to_string(),
+                "rm".into(),
+                "-v".into(),
+                "--root".into(),
+                self.root.display().to_string(),
+                id.to_string(),
+            ];
+        }
         match shim::spawn(&self.shim_exe, &req) {
             Ok(handle) => {
                 tracing::debug!(%id, pid = handle.pid, "container started");
@@ -841,11 +855,7 @@ impl Engine {
         if runtime.exists() {
             fs::remove_dir_all(&runtime).map_err(io_err("remove", &runtime))?;
         }
-        match fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err("remove", &dir)(e)),
-        }
+        fsutil::discard_dir(&self.root, &dir).map_err(io_err("remove", &dir))
     }
 
     /// Waits for a container to exit (`None`: still running after `timeout`).

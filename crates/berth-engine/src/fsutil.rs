@@ -1,11 +1,80 @@
 //! Small file-system helpers: atomic replacement, a lock file, timestamps.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use nix::fcntl::{Flock, FlockArg};
+
+/// Where [`discard_dir`] moves directories before deleting them.
+const TRASH: &str = "trash";
+
+/// Removes `dir` (inside `root`, on the same file system) as far as anyone can see right away:
+/// it is renamed into `root/trash` and deleted there by a background `rm` (deleting a
+/// container's directory tree takes tens of milliseconds on ext4). Falls back to deleting it
+/// in place. A crash leaves the trash for [`purge_trash`].
+pub(crate) fn discard_dir(root: &Path, dir: &Path) -> io::Result<()> {
+    let trash = root.join(TRASH);
+    let name = format!(
+        "{}-{:016x}",
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or("dir"),
+        rand::random::<u64>()
+    );
+    let target = trash.join(name);
+    let moved = fs::create_dir_all(&trash).and_then(|()| fs::rename(dir, &target));
+    match moved {
+        Ok(()) => {
+            if !remove_in_background(&target) {
+                fs::remove_dir_all(&target)?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => {
+            tracing::debug!(error = %e, dir = %dir.display(), "cannot move to the trash");
+            match fs::remove_dir_all(dir) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                r => r,
+            }
+        }
+    }
+}
+
+/// Deletes what earlier processes left in the trash (a crash, a killed `rm`), in the
+/// background.
+pub(crate) fn purge_trash(root: &Path) {
+    let Ok(entries) = fs::read_dir(root.join(TRASH)) else {
+        return;
+    };
+    for e in entries.flatten() {
+        remove_in_background(&e.path());
+    }
+}
+
+/// Starts `rm -rf --one-file-system PATH` in its own process group, reaped by a thread (the
+/// process finishes the job if this one exits first). False if it could not start.
+fn remove_in_background(path: &Path) -> bool {
+    use std::os::unix::process::CommandExt;
+    let child = std::process::Command::new("rm")
+        .args(["-rf", "--one-file-system", "--"])
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+    match child {
+        Ok(mut c) => {
+            std::thread::spawn(move || c.wait());
+            true
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "cannot start rm");
+            false
+        }
+    }
+}
 
 /// Replaces `path` with `data` atomically: temporary file, fsync, rename, directory fsync.
 pub(crate) fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {

@@ -97,6 +97,7 @@ impl Engine {
             })?;
         }
         let store = ContentStore::new(root.join("content"))?;
+        fsutil::purge_trash(&root);
         Ok(Engine {
             root,
             store,

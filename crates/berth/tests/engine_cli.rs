@@ -315,6 +315,33 @@ fn detached_ps_logs_stop_rm() {
     assert!(!Path::new(&format!("/sys/fs/cgroup/memory/berth/{id}")).exists());
     assert!(!Path::new(&format!("/sys/fs/cgroup/berth/{id}")).exists());
     assert_eq!(env.container_dirs(), 0);
+
+    // `-d --rm`: the shim removes the container (and its anonymous volume) once it exited.
+    let id = env.stdout(&[
+        "run",
+        "-d",
+        "--rm",
+        "-v",
+        "/data",
+        "bb:1",
+        "sh",
+        "-c",
+        "sleep 0.3",
+    ]);
+    let id = id.trim().to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    assert!(env.stdout(&["ps"]).contains(&id[..12]));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while env.stdout(&["ps", "-a", "-q"]).contains(&id[..12]) {
+        assert!(Instant::now() < deadline, "-d --rm container not removed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(env.container_dirs(), 0);
+    assert!(env.mounts_under_root().is_empty());
+    assert!(
+        env.stdout(&["volume", "ls", "-q"]).trim().is_empty(),
+        "anonymous volume left"
+    );
 }
 
 #[test]

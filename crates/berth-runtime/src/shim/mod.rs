@@ -158,6 +158,10 @@ pub struct ShimArgs {
     /// Inherited pipe on which the shim reports the start (one JSON line), then closes.
     #[arg(long)]
     pub ready_fd: Option<i32>,
+    /// A command (program, then its arguments, one per `--on-exit`) started once the container
+    /// exited for good and its exit is recorded (`berth run -d --rm` removes the container).
+    #[arg(long = "on-exit", allow_hyphen_values = true)]
+    pub on_exit: Vec<String>,
 }
 
 /// What the engine asks [`spawn`] to run.
@@ -174,6 +178,8 @@ pub struct ShimRequest {
     /// What the shim does when the container exits (default: [`RestartPolicy::No`]).
     pub restart: RestartPolicy,
     pub start_timeout: Duration,
+    /// See [`ShimArgs::on_exit`].
+    pub on_exit: Vec<String>,
 }
 
 impl ShimRequest {
@@ -192,6 +198,7 @@ impl ShimRequest {
             stdin: false,
             restart: RestartPolicy::No,
             start_timeout: DEFAULT_START_TIMEOUT,
+            on_exit: Vec::new(),
         }
     }
 }
@@ -437,6 +444,9 @@ pub fn spawn(exe: &Path, req: &ShimRequest) -> Result<ShimHandle, ShimError> {
     }
     if req.stdin {
         cmd.arg("--stdin");
+    }
+    for a in &req.on_exit {
+        cmd.arg("--on-exit").arg(a);
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())

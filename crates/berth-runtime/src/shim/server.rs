@@ -37,6 +37,7 @@ use std::io::{self, IoSliceMut, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -326,12 +327,32 @@ pub fn shim_main(args: ShimArgs) -> i32 {
             return 1;
         }
     };
-    match shim.run() {
+    let code = match shim.run() {
         Ok(()) => 0,
         Err(e) => {
             tracing::error!(error = %error_chain(&e), "shim failed");
             1
         }
+    };
+    run_on_exit(&args.on_exit);
+    code
+}
+
+/// Starts the `--on-exit` command in its own process group, not waited for (it may remove the
+/// shim's own directory).
+fn run_on_exit(cmd: &[String]) {
+    let Some((program, rest)) = cmd.split_first() else {
+        return;
+    };
+    let spawned = std::process::Command::new(program)
+        .args(rest)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, %program, "cannot start the on-exit command");
     }
 }
 

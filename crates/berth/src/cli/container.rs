@@ -275,9 +275,6 @@ pub struct InspectArgs {
 pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
     let (detach, rm, interactive, tty) = (a.detach, a.rm, a.interactive, a.tty);
     let started = blocking(move || {
-        if a.detach && a.rm {
-            anyhow::bail!("--rm with -d needs the engine service (a later release); run in the foreground or remove with `berth rm`");
-        }
         let engine = open_engine(&a.engine)?;
         let env = resolve_env(&a.env);
         let spec = RunSpec {
@@ -300,6 +297,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
             entrypoint: a.entrypoint.clone(),
             hostname: a.hostname.clone(),
             auto_remove: a.rm,
+            detach: a.detach,
             volumes: a.volume.clone(),
             tmpfs: a.tmpfs.clone(),
             tty: a.tty,
