@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tracing::{info, warn};
+use tracing::{debug, warn};
 
 use crate::error::{Error, Result};
 use crate::link;
@@ -76,6 +76,38 @@ pub fn teardown_network(network: &NetworkInfo) -> Result<()> {
 }
 
 impl NetworkStore {
+    /// [`setup_network`], but the nft rules and forwarding only when this boot has not set them
+    /// up for this bridge yet (spawning `nft` twice cost ~50 ms per container start): a marker
+    /// `ipam/<id>.setup` holds the boot id and the bridge's ifindex (a recreated bridge gets the
+    /// rules again). Rules flushed by hand come back with `berth network rm` + create, or a
+    /// reboot.
+    fn ensure_network(&self, network: &NetworkInfo) -> Result<()> {
+        let (bridge, gw, prefix) = (
+            network.bridge.clone(),
+            network.gateway,
+            network.subnet.prefix_len(),
+        );
+        let index = link::with_netlink(None, "create bridge", |h| async move {
+            link::ensure_bridge(&h, &bridge, gw, prefix).await
+        })?;
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+        let marker = format!("{} {index}\n", boot.trim());
+        let path = self.setup_marker(&network.id);
+        if !boot.trim().is_empty()
+            && std::fs::read_to_string(&path).ok().as_deref() == Some(marker.as_str())
+        {
+            return Ok(());
+        }
+        if !network.internal {
+            nft::enable_ip_forward()?;
+        }
+        nft::install_rules(&network.bridge, &network.subnet, network.internal)?;
+        if let Err(e) = crate::fsutil::write_atomic(&path, marker.as_bytes()) {
+            warn!(error = %e, path = %path.display(), "cannot record the network's setup");
+        }
+        Ok(())
+    }
+
     /// Connects the network namespace at `netns` to `network` as `container_id`: allocates an
     /// address (the same again on a repeated call), makes sure the bridge, forwarding and nft
     /// rules exist, creates a veth pair (host side on the bridge, the other side moved into the
@@ -124,7 +156,7 @@ impl NetworkStore {
         ip: Ipv4Addr,
         host_veth: &str,
     ) -> Result<Endpoint> {
-        setup_network(network)?;
+        self.ensure_network(network)?;
         let ns_file = File::open(netns).map_err(|e| Error::io("open netns", netns, e))?;
         let peer = peer_name(host_veth);
         let (bridge, hv, pv) = (network.bridge.clone(), host_veth.to_owned(), peer.clone());
@@ -157,7 +189,7 @@ impl NetworkStore {
             a.mac = Some(format_mac(&mac));
         }
         self.write_ipam(&network.id, &ipam)?;
-        info!(network = %network.name, container = container_id, %ip, veth = host_veth, "attached");
+        debug!(network = %network.name, container = container_id, %ip, veth = host_veth, "attached");
         Ok(Endpoint {
             network_id: network.id.clone(),
             container_id: container_id.to_owned(),
@@ -180,7 +212,7 @@ impl NetworkStore {
             link::delete_link(&h, &hv).await
         })?;
         self.release_locked(network, container_id)?;
-        info!(network = %network.name, container = container_id, veth = %host_veth, "detached");
+        debug!(network = %network.name, container = container_id, veth = %host_veth, "detached");
         Ok(())
     }
 }

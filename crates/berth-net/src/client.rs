@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info};
+use tracing::debug;
 
 use crate::daemon::{endpoints_dir, log_path, socket_path};
 use crate::error::{Error, Result};
@@ -172,7 +172,7 @@ impl NetdClient {
             .stderr(err)
             .spawn()
             .map_err(|e| Error::io("spawn", exe, e))?;
-        info!(pid = child.id(), root = %self.root.display(), "network daemon spawned");
+        debug!(pid = child.id(), root = %self.root.display(), "network daemon spawned");
         // reap it if it exits while we live (it outlives short-lived CLIs, reparented to init)
         std::thread::spawn(move || {
             let _ = child.wait();

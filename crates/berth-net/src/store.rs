@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use crate::cidr::Ipv4Net;
 use crate::error::{Error, Result};
@@ -198,6 +198,11 @@ impl NetworkStore {
         self.dir.join(format!("{id}.json"))
     }
 
+    /// See `NetworkStore::ensure_network`.
+    pub(crate) fn setup_marker(&self, id: &str) -> PathBuf {
+        self.dir.join("ipam").join(format!("{id}.setup"))
+    }
+
     fn ipam_path(&self, id: &str) -> PathBuf {
         self.dir.join("ipam").join(format!("{id}.json"))
     }
@@ -346,7 +351,7 @@ impl NetworkStore {
         };
         fsutil::write_json(&self.ipam_path(&info.id), &Ipam::default())?;
         fsutil::write_json(&self.record_path(&info.id), &info)?;
-        info!(network = %info.name, id = %info.short_id(), subnet = %info.subnet, bridge = %info.bridge, "network created");
+        debug!(network = %info.name, id = %info.short_id(), subnet = %info.subnet, bridge = %info.bridge, "network created");
         Ok(info)
     }
 
@@ -390,11 +395,12 @@ impl NetworkStore {
                 containers: containers.join(", "),
             });
         }
+        let _ = fs::remove_file(self.setup_marker(&info.id));
         crate::attach::teardown_network(&info)?;
         fsutil::remove_file(&self.record_path(&info.id))?;
         fsutil::remove_file(&self.ipam_path(&info.id))?;
         let _ = fs::remove_file(self.dir.join("ipam").join(format!("{}.lock", info.id)));
-        info!(network = %info.name, "network removed");
+        debug!(network = %info.name, "network removed");
         Ok(())
     }
 
