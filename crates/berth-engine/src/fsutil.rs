@@ -56,7 +56,12 @@ pub(crate) fn purge_trash(root: &Path) {
 /// process finishes the job if this one exits first). False if it could not start.
 fn remove_in_background(path: &Path) -> bool {
     use std::os::unix::process::CommandExt;
-    let child = std::process::Command::new("rm")
+    // Not through PATH: this runs as root.
+    let rm = ["/usr/bin/rm", "/bin/rm"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("rm");
+    let child = std::process::Command::new(rm)
         .args(["-rf", "--one-file-system", "--"])
         .arg(path)
         .stdin(std::process::Stdio::null())

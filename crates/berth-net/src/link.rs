@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteType};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -163,36 +163,34 @@ pub(crate) async fn create_veth(
     bridge_index: u32,
     netns: &std::fs::File,
 ) -> Result<()> {
+    // One RTM_NEWLINK: the host side enslaved to the bridge and up, the peer created right in
+    // the container's namespace (moving an existing link between namespaces waits for RCU grace
+    // periods: ~20 ms per container here).
+    let mut msg = LinkVeth::new(host, peer)
+        .controller(bridge_index)
+        .up()
+        .build();
+    let mut placed = false;
+    for attr in msg.attributes.iter_mut() {
+        if let LinkAttribute::LinkInfo(infos) = attr {
+            for info in infos.iter_mut() {
+                if let LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))) = info {
+                    p.attributes.push(LinkAttribute::NetNsFd(netns.as_raw_fd()));
+                    placed = true;
+                }
+            }
+        }
+    }
+    if !placed {
+        return Err(Error::InvalidConfig(
+            "veth request without peer information".to_owned(),
+        ));
+    }
     h.link()
-        .add(LinkVeth::new(host, peer).build())
+        .add(msg)
         .execute()
         .await
-        .map_err(|e| Error::netlink(format!("create veth {host}"), e))?;
-    let hi = link_index(h, host)
-        .await?
-        .ok_or_else(|| Error::Timeout(format!("veth {host} to appear")))?;
-    let pi = link_index(h, peer)
-        .await?
-        .ok_or_else(|| Error::Timeout(format!("veth {peer} to appear")))?;
-    h.link()
-        .set(
-            LinkUnspec::new_with_index(hi)
-                .controller(bridge_index)
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(|e| Error::netlink(format!("attach {host} to the bridge"), e))?;
-    set_up(h, hi, host).await?;
-    h.link()
-        .set(
-            LinkUnspec::new_with_index(pi)
-                .setns_by_fd(netns.as_raw_fd())
-                .build(),
-        )
-        .execute()
-        .await
-        .map_err(|e| Error::netlink(format!("move {peer} into the container namespace"), e))
+        .map_err(|e| Error::netlink(format!("create veth {host}"), e))
 }
 
 /// Inside the container namespace: renames `peer` to `ifname`, sets its MAC and address, brings
