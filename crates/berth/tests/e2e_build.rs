@@ -52,7 +52,7 @@ fn corpus_files_are_valid() {
         for (df, _) in &c.prebuild {
             assert!(c.dir.join(df).is_file(), "{}: no {df}", c.name);
         }
-        for (k, _) in &c.reference_overrides {
+        for k in c.reference_overrides.keys() {
             assert!(
                 image::CONFIG_FIELDS.contains(&k.as_str()),
                 "{}: reference_overrides.{k} is not a compared config field",
@@ -63,7 +63,11 @@ fn corpus_files_are_valid() {
     let bad = BadCase::all();
     assert!(bad.len() >= 8, "only {} bad inputs", bad.len());
     for b in &bad {
-        assert!(b.dir.join(&b.dockerfile).is_file(), "{}: no Dockerfile", b.name);
+        assert!(
+            b.dir.join(&b.dockerfile).is_file(),
+            "{}: no Dockerfile",
+            b.name
+        );
         assert!(!b.error_contains.is_empty(), "{}: nothing expected", b.name);
     }
 }
@@ -102,7 +106,11 @@ fn buildah_reference_self_check() {
         let out = h.work.path().join(format!("base-{base}"));
         b.push_dir(&format!("docker.io/library/{base}:latest"), &out);
         let theirs = image::load(&out).expect("buildah's base");
-        assert!(ours.tree.len() > 10, "{base}: tree has {} paths", ours.tree.len());
+        assert!(
+            ours.tree.len() > 10,
+            "{base}: tree has {} paths",
+            ours.tree.len()
+        );
         for d in compare(&ours, &theirs, &CompareOptions { history_text: true }) {
             problems.push(format!("base {base}: {d}"));
         }
@@ -131,7 +139,12 @@ fn buildah_reference_self_check() {
     // 3. The normalizer: a rebuild without cache equals the first build (mtimes, ids and
     //    layer bytes differ), and buildah's OCI export equals its Docker export (minus the
     //    Docker-only fields).
-    for name in ["29-add-archives", "32-symlinks-hardlinks", "34-dir-replaced", "21-volume"] {
+    for name in [
+        "29-add-archives",
+        "32-symlinks-hardlinks",
+        "34-dir-replaced",
+        "21-volume",
+    ] {
         let Some((c, _, want)) = refs.iter().find(|(c, _, _)| c.name == name) else {
             continue;
         };
@@ -155,7 +168,9 @@ fn buildah_reference_self_check() {
             docker.config.remove(f);
         }
         for d in compare(&as_oci, &docker, &c.compare_options()) {
-            problems.push(format!("{name}: oci-archive export differs from dir: export: {d}"));
+            problems.push(format!(
+                "{name}: oci-archive export differs from dir: export: {d}"
+            ));
         }
     }
 
@@ -170,7 +185,8 @@ fn buildah_reference_self_check() {
                 .arg(format!("dir:{}", p.display()))
                 .arg(format!("docker-archive:{}:{name}", archive.display())),
         );
-        h.berth.ok(&["load", "-i", archive.to_str().expect("utf-8")]);
+        h.berth
+            .ok(&["load", "-i", archive.to_str().expect("utf-8")]);
         let out = h.berth.run(&["run", "--rm", &name]);
         let got = String::from_utf8_lossy(&out.stdout);
         if !out.status.success() || got != *want {
@@ -189,7 +205,11 @@ fn buildah_reference_self_check() {
             .ok()
             .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
             .is_some_and(|v| v.get("buildah_accepts").is_some());
-        let out = b.bud(&format!("bad-{}", bad.name), &bad.build_flags(), &bad.context());
+        let out = b.bud(
+            &format!("bad-{}", bad.name),
+            &bad.build_flags(),
+            &bad.context(),
+        );
         if out.status.success() != accepts {
             problems.push(format!(
                 "bad input {}: buildah {} it:\n{}",
@@ -225,7 +245,11 @@ fn check_case(h: &Harness, c: &Case) -> Result<(), String> {
     let t = Instant::now();
     let out = h.berth.build(&tag, &c.build_flags(&c.dockerfile), &c.dir);
     if !out.status.success() {
-        return Err(format!("berth build failed ({}):\n{}", out.status, out_text(&out)));
+        return Err(format!(
+            "berth build failed ({}):\n{}",
+            out.status,
+            out_text(&out)
+        ));
     }
     let took = t.elapsed();
     let got = image::load(&h.berth.save(&tag)).map_err(|e| format!("berth's image: {e}"))?;
@@ -241,7 +265,11 @@ fn check_case(h: &Harness, c: &Case) -> Result<(), String> {
             ));
         }
     }
-    eprintln!("berth build {}: {took:.1?}, {} differences", c.name, diffs.len());
+    eprintln!(
+        "berth build {}: {took:.1?}, {} differences",
+        c.name,
+        diffs.len()
+    );
     if diffs.is_empty() {
         return Ok(());
     }
@@ -312,7 +340,10 @@ fn build_cache_noop_and_context_change() {
         let out = h.berth.build("cache-test", &[], &ctx);
         let text = out_text(&out);
         assert!(out.status.success(), "{what}: berth build failed:\n{text}");
-        let id = h.berth.image_id("cache-test").expect("cache-test is tagged");
+        let id = h
+            .berth
+            .image_id("cache-test")
+            .expect("cache-test is tagged");
         (text, id, t.elapsed())
     };
     let ran = |text: &str| -> Vec<&str> {
@@ -323,7 +354,11 @@ fn build_cache_noop_and_context_change() {
     };
 
     let (text, id1, cold) = build("first build");
-    assert_eq!(ran(&text), ["step-one-ran", "step-two-ran", "step-three-ran"], "{text}");
+    assert_eq!(
+        ran(&text),
+        ["step-one-ran", "step-two-ran", "step-three-ran"],
+        "{text}"
+    );
 
     let (text, id2, noop) = build("no-op rebuild");
     assert!(ran(&text).is_empty(), "no-op rebuild ran steps:\n{text}");
@@ -377,10 +412,7 @@ fn build_bad_inputs_fail_cleanly() {
             .filter(|s| !text.contains(s.as_str()))
             .collect();
         if !missing.is_empty() {
-            problems.push(format!(
-                "{}: output lacks {missing:?}:\n{text}",
-                bad.name
-            ));
+            problems.push(format!("{}: output lacks {missing:?}:\n{text}", bad.name));
         }
         if berth.image_id(&tag).is_some() {
             problems.push(format!("{}: {tag} was tagged anyway", bad.name));

@@ -149,11 +149,12 @@ fn locate(dir: &Path) -> Result<(PathBuf, Vec<PathBuf>), String> {
         };
         let mut m = read_json(&index)?;
         loop {
-            let ms = m["manifests"]
-                .as_array()
-                .ok_or("index without manifests")?;
+            let ms = m["manifests"].as_array().ok_or("index without manifests")?;
             if ms.len() != 1 {
-                return Err(format!("expected one image in the index, found {}", ms.len()));
+                return Err(format!(
+                    "expected one image in the index, found {}",
+                    ms.len()
+                ));
             }
             let next = read_json(&blob(&ms[0]["digest"])?)?;
             if next.get("manifests").is_some() {
@@ -174,7 +175,10 @@ fn locate(dir: &Path) -> Result<(PathBuf, Vec<PathBuf>), String> {
     if let Some(arr) = manifest.as_array() {
         // docker-archive: [{"Config": "x.json", "Layers": ["y/layer.tar", ...]}]
         if arr.len() != 1 {
-            return Err(format!("expected one image in manifest.json, found {}", arr.len()));
+            return Err(format!(
+                "expected one image in manifest.json, found {}",
+                arr.len()
+            ));
         }
         let config = dir.join(arr[0]["Config"].as_str().ok_or("no Config")?);
         let layers = arr[0]["Layers"]
@@ -290,10 +294,7 @@ pub fn mask_digests(s: &str) -> String {
     'outer: while !rest.is_empty() {
         for p in ["file:", "dir:", "multi:"] {
             if let Some(after) = rest.strip_prefix(p) {
-                let hex = after
-                    .bytes()
-                    .take_while(u8::is_ascii_hexdigit)
-                    .count();
+                let hex = after.bytes().take_while(u8::is_ascii_hexdigit).count();
                 if hex == 64 {
                     out.push_str(p);
                     out.push_str("<hash>");
@@ -355,7 +356,13 @@ impl Tree {
                 acc.push('/');
             }
             acc.push_str(part);
-            let is_dir = matches!(self.nodes.get(&acc), Some(Node { kind: Kind::Dir, .. }));
+            let is_dir = matches!(
+                self.nodes.get(&acc),
+                Some(Node {
+                    kind: Kind::Dir,
+                    ..
+                })
+            );
             if !is_dir {
                 self.remove_subtree(&acc.clone());
                 self.next_ino += 1;
@@ -426,7 +433,9 @@ impl Tree {
                 ))
             };
             let (kind, hardlink) = match et {
-                tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                tar::EntryType::Regular
+                | tar::EntryType::Continuous
+                | tar::EntryType::GNUSparse => {
                     let mut hasher = Sha256::new();
                     let size = std::io::copy(&mut e, &mut hasher).map_err(|e| e.to_string())?;
                     (
@@ -464,7 +473,11 @@ impl Tree {
             ));
         }
         for p in opaque {
-            let prefix = if p.is_empty() { String::new() } else { format!("{p}/") };
+            let prefix = if p.is_empty() {
+                String::new()
+            } else {
+                format!("{p}/")
+            };
             let doomed: Vec<String> = self
                 .nodes
                 .keys()
@@ -490,7 +503,12 @@ impl Tree {
             }
             self.ensure_parents(&path);
             match (self.nodes.get(&path), &node.kind) {
-                (Some(Node { kind: Kind::Dir, .. }), Kind::Dir) => {}
+                (
+                    Some(Node {
+                        kind: Kind::Dir, ..
+                    }),
+                    Kind::Dir,
+                ) => {}
                 (Some(_), _) => self.remove_subtree(&path),
                 (None, _) => {}
             }

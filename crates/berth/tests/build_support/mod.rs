@@ -164,7 +164,10 @@ impl Case {
                     a.iter()
                         .map(|p| {
                             (
-                                p["dockerfile"].as_str().expect("prebuild dockerfile").into(),
+                                p["dockerfile"]
+                                    .as_str()
+                                    .expect("prebuild dockerfile")
+                                    .into(),
                                 p["tag"].as_str().expect("prebuild tag").into(),
                             )
                         })
@@ -204,7 +207,10 @@ impl Case {
 
     /// `-f DF [--build-arg K=V]... [--target T]` (the flags berth and buildah share).
     pub fn build_flags(&self, dockerfile: &str) -> Vec<String> {
-        let mut a = vec!["-f".to_string(), self.dir.join(dockerfile).display().to_string()];
+        let mut a = vec![
+            "-f".to_string(),
+            self.dir.join(dockerfile).display().to_string(),
+        ];
         for (k, v) in &self.build_args {
             a.push("--build-arg".into());
             a.push(format!("{k}={v}"));
@@ -308,7 +314,9 @@ impl BadCase {
 /// Fixed owners and mtimes, so the tar is the same on every run.
 pub fn busybox_rootfs_tar(dir: &Path) -> PathBuf {
     let fs = dir.join("busybox-rootfs");
-    for d in ["bin", "etc", "tmp", "root", "home", "var", "usr/bin", "usr/sbin"] {
+    for d in [
+        "bin", "etc", "tmp", "root", "home", "var", "usr/bin", "usr/sbin",
+    ] {
         std::fs::create_dir_all(fs.join(d)).expect("mkdir");
     }
     std::fs::copy("/bin/busybox", fs.join("bin/busybox")).expect("copy busybox");
@@ -338,7 +346,12 @@ pub fn busybox_rootfs_tar(dir: &Path) -> PathBuf {
     let tar = dir.join("busybox-rootfs.tar");
     run_ok(
         Command::new("tar")
-            .args(["--numeric-owner", "--owner=0", "--group=0", "--mtime=@1700000000"])
+            .args([
+                "--numeric-owner",
+                "--owner=0",
+                "--group=0",
+                "--mtime=@1700000000",
+            ])
             .arg("-C")
             .arg(&fs)
             .arg("-cf")
@@ -421,10 +434,7 @@ pub fn debian_rootfs_tar() -> PathBuf {
             .arg(&rootfs)
             .arg(&mirror),
     );
-    eprintln!(
-        "debootstrap bookworm from {mirror}: {:.0?}",
-        t.elapsed()
-    );
+    eprintln!("debootstrap bookworm from {mirror}: {:.0?}", t.elapsed());
     // Host-specific files debootstrap copies in, and caches an image does not ship.
     for f in ["etc/resolv.conf", "etc/hostname"] {
         let _ = std::fs::remove_file(rootfs.join(f));
@@ -645,7 +655,10 @@ impl Buildah {
                 .arg(format!("oci-archive:{}", archive.display())),
         );
         let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        run_ok(self.cmd().args(["tag", &id, &format!("docker.io/library/{name}:latest")]));
+        run_ok(
+            self.cmd()
+                .args(["tag", &id, &format!("docker.io/library/{name}:latest")]),
+        );
     }
 
     /// `buildah bud --layers --format docker --network none --pull=never --runtime runc`.
@@ -788,8 +801,8 @@ impl Harness {
         std::fs::create_dir_all(&refs).expect("cache dir");
         let key = self.ref_key(case);
         let dest = refs.join(format!("{}-{}", case.name, &key[..16]));
-        let lock_file = std::fs::File::create(refs.join(format!("{}.lock", case.name)))
-            .expect("lock file");
+        let lock_file =
+            std::fs::File::create(refs.join(format!("{}.lock", case.name))).expect("lock file");
         let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| e)
             .expect("flock");
@@ -824,7 +837,10 @@ impl Harness {
         if let Ok(rd) = std::fs::read_dir(&refs) {
             for e in rd.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
-                if n.starts_with(&format!("{}-", case.name)) && e.path().is_dir() {
+                if n.starts_with(&format!("{}-", case.name))
+                    && e.path() != part
+                    && e.path().is_dir()
+                {
                     let _ = std::fs::remove_dir_all(e.path());
                 }
             }
