@@ -326,7 +326,7 @@ fn build_cache_noop_and_context_change() {
         &ctx,
         "Dockerfile",
         "FROM busybox\n\
-         RUN echo \"step-one\"\"-ran\" > /one\n\
+         RUN echo \"step-one\"\"-ran\" && echo one > /one\n\
          COPY a.txt /a.txt\n\
          RUN echo \"step-two\"\"-ran\" && cat /a.txt > /two\n\
          COPY b.txt /b.txt\n\

@@ -1031,7 +1031,7 @@ impl<'a> Executor<'a> {
         // Resolve and hash the sources (context only; a stage's files are keyed by the
         // stage's state).
         let mut h = Sha256::new();
-        let mut kinds = Vec::new();
+        let mut kinds: Vec<&'static str> = Vec::new();
         let mut resolved: Vec<Resolved> = Vec::new();
         match &from {
             None => {
@@ -1105,6 +1105,8 @@ impl<'a> Executor<'a> {
                         for abs in found {
                             let entries = copy::collect(&abs, true, None)
                                 .map_err(|e| ex.err(ins, format!("{p}: {e}")))?;
+                            let dir = entries.first().is_some_and(|e| e.md.is_dir());
+                            kinds.push(if dir { "dir" } else { "file" });
                             items.push(Resolved::Context {
                                 abs,
                                 rel: String::new(),

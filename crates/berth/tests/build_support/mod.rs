@@ -128,6 +128,9 @@ pub struct Case {
     /// Fields of the reference's normalized config replaced before comparing (documented,
     /// intended departures from buildah).
     pub reference_overrides: BTreeMap<String, Value>,
+    /// `"hardlinks": [["a", "b"], ...]`: context files that must be hard links of each other
+    /// (`b` is made a link of `a` when the case is loaded; git checkouts lose hard links).
+    pub hardlinks: Vec<(String, String)>,
 }
 
 impl Case {
@@ -176,14 +179,41 @@ impl Case {
                 .unwrap_or_default(),
             run_stdout: v["run"]["stdout"].as_str().map(str::to_string),
             reference_overrides: map("reference_overrides"),
+            hardlinks: v["hardlinks"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|p| {
+                            Some((p[0].as_str()?.to_string(), p[1].as_str()?.to_string()))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
             dir,
         };
+        case.ensure_hardlinks();
         assert!(
             ["busybox", "debian"].contains(&case.base.as_str()),
             "{name}: unknown base {}",
             case.base
         );
         case
+    }
+
+    /// Makes the `hardlinks` pairs hard links (idempotent).
+    fn ensure_hardlinks(&self) {
+        use std::os::unix::fs::MetadataExt;
+        for (a, b) in &self.hardlinks {
+            let (pa, pb) = (self.dir.join(a), self.dir.join(b));
+            let ino = |p: &Path| std::fs::metadata(p).map(|m| m.ino()).ok();
+            if ino(&pa).is_some() && ino(&pa) == ino(&pb) {
+                continue;
+            }
+            let tmp = self.dir.join(format!("{b}.link-tmp"));
+            let _ = std::fs::remove_file(&tmp);
+            std::fs::hard_link(&pa, &tmp).expect("hard link");
+            std::fs::rename(&tmp, &pb).expect("rename the hard link");
+        }
     }
 
     /// Every case directory, sorted.
@@ -901,7 +931,15 @@ pub fn tree_fingerprint(dir: &Path) -> String {
                 stack.push(p);
             } else {
                 let b = std::fs::read(&p).unwrap_or_default();
-                lines.push(format!("{rel} f {mode:o} {}", sha256_hex(&b)));
+                // Hard links matter to the build (git does not keep them: see
+                // `Case::ensure_hardlinks`).
+                use std::os::unix::fs::MetadataExt;
+                let links = if md.nlink() > 1 {
+                    format!(" nlink {}", md.nlink())
+                } else {
+                    String::new()
+                };
+                lines.push(format!("{rel} f {mode:o} {}{links}", sha256_hex(&b)));
             }
         }
     }
