@@ -56,7 +56,7 @@ pub struct BuildOutput {
 /// Errors of a build. Located errors read `Dockerfile:LINE: INSTRUCTION: what`.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("{0}")]
+    #[error(transparent)]
     Parse(#[from] crate::dockerfile::ParseError),
     #[error("cannot read {path}: {message}")]
     Read { path: PathBuf, message: String },
