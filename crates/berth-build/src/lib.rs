@@ -4,4 +4,5 @@
 //! directives, continuations, heredocs, JSON/shell forms, every instruction and its flags) and
 //! BuildKit's shell-word lexer for variable expansion. The build executor lives beside it.
 
+pub mod build;
 pub mod dockerfile;

@@ -501,8 +501,17 @@ impl Engine {
 
     /// Unpacks the image's layers into snapshots (once), returning them top-down.
     fn prepare_layers(&self, image: &ResolvedImage) -> Result<Vec<PathBuf>, ContainerError> {
-        let mut lower = Vec::with_capacity(image.layers.len());
-        for layer in &image.layers {
+        self.prepare_layer_stack(&image.layers)
+    }
+
+    /// Unpacks `layers` (bottom first) into snapshots where not done yet, returning the
+    /// snapshot directories top-down (the order of overlayfs' `lowerdir`).
+    pub fn prepare_layer_stack(
+        &self,
+        layers: &[crate::image::LayerRef],
+    ) -> Result<Vec<PathBuf>, ContainerError> {
+        let mut lower = Vec::with_capacity(layers.len());
+        for layer in layers {
             let prepared = self
                 .store
                 .prepare_snapshot(&layer.chain_id, |dir| {

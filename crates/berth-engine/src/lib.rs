@@ -10,6 +10,7 @@
 //! Nothing is held in memory between calls: every call reads the state back from disk, so
 //! containers (owned by their shims) outlive the process that started them.
 
+pub mod build;
 pub mod container;
 pub mod distribution;
 pub mod exec;
@@ -25,6 +26,7 @@ use std::path::{Path, PathBuf};
 use berth_oci::store::{ContentStore, StoreError};
 use nix::fcntl::Flock;
 
+pub use build::{BuildProcess, BuildRootfs};
 pub use container::{
     ContainerError, ContainerInfo, ContainerRecord, ContainerState, LogEntry, LogReader, Network,
     RunSpec,

@@ -438,6 +438,79 @@ impl ContentStore {
         }
     }
 
+    /// A new temporary file in the store's `tmp/` (same file system as the blobs), for a blob
+    /// written and hashed by the caller and then stored with [`ContentStore::commit_blob`].
+    pub fn temp_file(&self) -> Result<tempfile::NamedTempFile, StoreError> {
+        let tmp_dir = self.tmp_dir();
+        tempfile::Builder::new()
+            .prefix("blob-")
+            .tempfile_in(&tmp_dir)
+            .map_err(io_err("creating temporary file in", &tmp_dir))
+    }
+
+    /// A new temporary directory in the store's `tmp/` (kept: the caller removes or adopts it).
+    pub fn temp_dir(&self, prefix: &str) -> Result<PathBuf, StoreError> {
+        let tmp_dir = self.tmp_dir();
+        Ok(tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(&tmp_dir)
+            .map_err(io_err("creating temporary directory in", &tmp_dir))?
+            .keep())
+    }
+
+    /// Stores a file the caller wrote completely and whose digest it computed while writing
+    /// (the file never left this process, so it is not hashed again): read-only, fsync, rename
+    /// to `blobs/`, directory fsync. When the blob is already present the file is dropped.
+    /// Returns the blob's size.
+    pub fn commit_blob(
+        &self,
+        tmp: tempfile::NamedTempFile,
+        digest: &Digest,
+    ) -> Result<u64, StoreError> {
+        if self.contains(digest)? {
+            return self.size(digest);
+        }
+        let file = tmp.as_file();
+        let size = file
+            .metadata()
+            .map_err(io_err("inspecting", tmp.path()))?
+            .len();
+        file.set_permissions(fs::Permissions::from_mode(0o444))
+            .map_err(io_err("setting permissions of", tmp.path()))?;
+        file.sync_all().map_err(io_err("syncing", tmp.path()))?;
+        let dest = self.blob_path(digest);
+        tmp.persist(&dest)
+            .map_err(|e| io_err("renaming blob to", &dest)(e.error))?;
+        sync_parent(&dest)?;
+        tracing::debug!(%digest, size, "blob committed");
+        Ok(size)
+    }
+
+    /// Makes the directory `dir` (on the store's file system, in the snapshot format: overlay
+    /// whiteouts) the snapshot `chain_id`: synced, then renamed into place. When the snapshot
+    /// exists already (or a concurrent writer wins the rename), `dir` is removed instead.
+    pub fn adopt_snapshot(&self, chain_id: &Digest, dir: &Path) -> Result<PathBuf, StoreError> {
+        let path = self.snapshot_path(chain_id);
+        if !self.has_snapshot(chain_id)? {
+            let d = File::open(dir).map_err(io_err("opening", dir))?;
+            nix::unistd::syncfs(d.as_raw_fd())
+                .map_err(|e| io_err("syncing file system of", dir)(e.into()))?;
+            drop(d);
+            match fs::rename(dir, &path) {
+                Ok(()) => {
+                    sync_parent(&path)?;
+                    tracing::debug!(%chain_id, "snapshot adopted");
+                    return Ok(path);
+                }
+                Err(e)
+                    if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST)) => {}
+                Err(e) => return Err(io_err("renaming snapshot to", &path)(e)),
+            }
+        }
+        remove_tree(dir).map_err(io_err("removing", dir))?;
+        Ok(path)
+    }
+
     /// Deletes the snapshot `chain_id` (it disappears atomically, then is removed). Returns
     /// whether it was there.
     pub fn delete_snapshot(&self, chain_id: &Digest) -> Result<bool, StoreError> {

@@ -32,8 +32,11 @@
 //! for a layer applied on top of an existing tree: `.wh.NAME` deletes `NAME` (recursively) and
 //! `.wh..wh..opq` deletes what the directory held before this layer (not what this layer added).
 
+mod diff;
 pub(crate) mod fsops;
 mod unpack;
+
+pub use diff::{is_overlay_whiteout, write_overlay_diff, DiffStats};
 
 use std::io::{self, Chain, Cursor, Read};
 use std::path::{Path, PathBuf};

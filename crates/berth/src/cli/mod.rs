@@ -1,7 +1,8 @@
 //! The command line: `berth serve`, `berth registry [gc|user|repo]`, images (`berth image
-//! import|load|save`, `pull`, `push`, `tag`, `login`, `logout`, `images`, `rmi`) and containers
+//! import|load|save`, `build`, `pull`, `push`, `tag`, `login`, `logout`, `images`, `rmi`) and containers
 //! (`run`, `ps`, `logs`, `stop`, `kill`, `rm`, `inspect`).
 
+mod build;
 pub(crate) mod container;
 mod distribution;
 mod image;
@@ -37,6 +38,8 @@ pub enum Command {
     Registry(registry::RegistryArgs),
     /// Manage images (import, load, save, pull, push, tag, ls, rm).
     Image(image::ImageArgs),
+    /// Build an image from a Dockerfile.
+    Build(build::BuildArgs),
     /// Download an image from a registry.
     Pull(distribution::PullArgs),
     /// Upload an image to a registry.
@@ -123,6 +126,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Registry(a) => registry::run(a).await,
         Command::Image(a) => image::run(a).await,
         Command::Images(a) => image::images(a).await,
+        Command::Build(a) => build::build(a).await,
         Command::Pull(a) => distribution::pull(a).await,
         Command::Push(a) => distribution::push(a).await,
         Command::Tag(a) => distribution::tag(a).await,

@@ -1,0 +1,3 @@
+FROM busybox
+COPY app/ /app/
+CMD ["cat", "/app/app.txt"]
