@@ -823,15 +823,22 @@ impl Engine {
         req.restart = spec.restart;
         req.tty = spec.tty;
         req.stdin = spec.interactive;
-        if spec.auto_remove && spec.detach {
-            req.on_exit = vec![
-                self.shim_exe.display().to_string(),
-                "rm".into(),
-                "-v".into(),
-                "--root".into(),
+        let hook = |args: &[&str]| {
+            let mut v = vec![self.shim_exe.display().to_string()];
+            v.extend(args.iter().map(|a| a.to_string()));
+            v.extend([
+                "--root".to_string(),
                 self.root.display().to_string(),
                 id.to_string(),
-            ];
+            ]);
+            v
+        };
+        if spec.auto_remove && spec.detach {
+            req.on_exit = hook(&["rm", "-v"]);
+        } else if record.network_attachment.is_some() && !spec.auto_remove {
+            // Like Docker: a container that exited gives its address and ports back (a
+            // foreground `--rm` run releases them itself when it removes the container).
+            req.on_exit = hook(&["container-exited"]);
         }
         match shim::spawn(&self.shim_exe, &req) {
             Ok(handle) => {

@@ -251,6 +251,20 @@ impl Engine {
         Ok(())
     }
 
+    /// The shim's on-exit hook for a networked container: once it exited for good, releases
+    /// its address, veth, namespace and published ports (as `stop` does). Nothing happens
+    /// while it runs (a `berth rm` may have removed it already: not found).
+    pub fn container_exited(&self, query: &str) -> Result<(), ContainerError> {
+        let info = self.container(query)?;
+        if info.state.is_running() {
+            return Ok(());
+        }
+        if let Some(att) = &info.record.network_attachment {
+            self.release_network(&info.record.id, att);
+        }
+        Ok(())
+    }
+
     /// Undoes [`Engine::attach_network`]; idempotent, logs what fails.
     pub(crate) fn release_network(&self, id: &str, att: &NetworkAttachment) {
         if let Ok(netd) = NetdClient::connect(&self.netd_root()) {

@@ -717,6 +717,50 @@ fn bridge_network_dns_published_port_and_cleanup() {
         .contains(&netns.display().to_string());
     assert!(!mounted, "netns still mounted");
     assert_ok(&env.run(&["rm", "web"]));
+
+    // A container that exits on its own gives its address and namespace back (the shim's
+    // on-exit hook), without stop or rm.
+    let short = env.stdout(&[
+        "run",
+        "-d",
+        "--network",
+        &net,
+        "bb:1",
+        "sh",
+        "-c",
+        "sleep 0.3",
+    ]);
+    let short = short.trim().to_string();
+    let netns = env.root.join("containers").join(&short).join("netns");
+    let ipam = env
+        .root
+        .join("networks")
+        .join("ipam")
+        .join(format!("{net_id}.json"));
+    assert!(
+        std::fs::read_to_string(&ipam)
+            .expect("ipam")
+            .contains(&short),
+        "no address allocated"
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let held = std::fs::read_to_string(&ipam)
+            .expect("ipam")
+            .contains(&short);
+        let mounted = std::fs::read_to_string("/proc/self/mountinfo")
+            .expect("mountinfo")
+            .contains(&netns.display().to_string());
+        if !held && !mounted {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "exited container still holds its network (ipam {held}, netns {mounted})"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_ok(&env.run(&["rm", &short]));
     assert_ok(&env.run(&["network", "rm", &net]));
     assert!(!links().contains(&bridge), "bridge {bridge} left behind");
 }

@@ -258,6 +258,23 @@ pub fn exec_sync(a: ExecArgs) -> i32 {
 }
 
 #[derive(Args, Debug)]
+pub struct ContainerExitedArgs {
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    pub container: String,
+}
+
+/// The shim's on-exit hook: see `Engine::container_exited`.
+pub async fn container_exited(a: ContainerExitedArgs) -> anyhow::Result<()> {
+    blocking(move || {
+        let engine = open_engine(&a.engine)?;
+        engine.container_exited(&a.container)?;
+        Ok(())
+    })
+    .await
+}
+
+#[derive(Args, Debug)]
 pub struct InspectArgs {
     #[command(flatten)]
     pub engine: EngineArgs,

@@ -84,6 +84,9 @@ pub enum Command {
     /// Internal: the per-container shim the engine starts (runs without the async runtime).
     #[command(hide = true)]
     Shim(berth_runtime::shim::ShimArgs),
+    /// Internal: the shim's on-exit hook of a networked container (releases its network).
+    #[command(hide = true)]
+    ContainerExited(container::ContainerExitedArgs),
 }
 
 /// Credentials and identity shared by the servers.
@@ -127,6 +130,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Image(a) => image::run(a).await,
         Command::Images(a) => image::images(a).await,
         Command::Build(a) => build::build(a).await,
+        Command::ContainerExited(a) => container::container_exited(a).await,
         Command::Pull(a) => distribution::pull(a).await,
         Command::Push(a) => distribution::push(a).await,
         Command::Tag(a) => distribution::tag(a).await,
