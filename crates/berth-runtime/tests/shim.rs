@@ -439,10 +439,20 @@ fn stop_returns_early_when_the_container_handles_sigterm() {
         &[
             "/bin/sh",
             "-c",
-            "trap 'echo bye; exit 3' TERM; while true; do sleep 0.05; done",
+            "trap 'echo bye; exit 3' TERM; echo ready; while true; do sleep 0.05; done",
         ],
     );
     let h = t.spawn().expect("spawn");
+    // Until the trap is set, SIGTERM is ignored (the default action of a pid namespace's init).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = t.state().join(shim::LOG_FILE);
+    while !fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("ready")
+    {
+        assert!(Instant::now() < deadline, "the shell never got ready");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let start = Instant::now();
     let exit = h
         .stop(libc::SIGTERM, Duration::from_secs(10))
@@ -450,7 +460,7 @@ fn stop_returns_early_when_the_container_handles_sigterm() {
     assert_eq!(exit.exit_code, 3, "{exit:?}");
     assert_eq!(exit.signal, None);
     assert!(start.elapsed() < Duration::from_secs(3));
-    assert_eq!(t.stream("stdout"), "bye\n");
+    assert_eq!(t.stream("stdout"), "ready\nbye\n");
     t.assert_clean();
 }
 
