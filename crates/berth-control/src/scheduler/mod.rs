@@ -1,0 +1,1 @@
+//! Task placement (see the module plan in ARCHITECTURE.md).

@@ -1,0 +1,1 @@
+//! Task definitions: validation of RegisterTaskDefinition input and the stored model.
