@@ -69,6 +69,9 @@ pub struct AssignedTask {
     /// RunTask/StartTask `overrides` (ECS `TaskOverride` shape), if any.
     #[serde(default)]
     pub overrides: Option<serde_json::Value>,
+    /// RunTask/StartTask `networkConfiguration` (ECS `NetworkConfiguration` shape; awsvpc).
+    #[serde(default)]
+    pub network_configuration: Option<serde_json::Value>,
     /// When desiredStatus is STOPPED: why (shown as the task's stoppedReason).
     #[serde(default)]
     pub stopped_reason: Option<String>,
