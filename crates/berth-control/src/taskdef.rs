@@ -1,1 +1,0 @@
-//! Task definitions: validation of RegisterTaskDefinition input and the stored model.
