@@ -185,12 +185,23 @@ impl Tx<'_> {
             .tasks
             .get(&t.cluster)
             .and_then(|m| m.get(&t.id))
-            .map(|o| (o.desired_status.clone(), o.last_status.clone(), o.version, o == &t));
+            .map(|o| {
+                (
+                    o.desired_status.clone(),
+                    o.last_status.clone(),
+                    o.version,
+                    o == &t,
+                )
+            });
         let changed = match &old {
             None => true,
             Some((desired, ..)) => desired != &t.desired_status,
         };
-        if old.as_ref().map(|(_, last, ..)| last != &t.last_status).unwrap_or(true) {
+        if old
+            .as_ref()
+            .map(|(_, last, ..)| last != &t.last_status)
+            .unwrap_or(true)
+        {
             t.transitions.push((t.last_status.clone(), now()));
         }
         if let Some((_, _, version, same)) = old {
@@ -263,7 +274,12 @@ impl Control {
         for (k, v) in store.scan("cluster/")? {
             let c: Cluster = decode(&k, &v)?;
             let r = key_region(&k).unwrap_or_default().to_string();
-            state.regions.entry(r).or_default().clusters.insert(c.name.clone(), c);
+            state
+                .regions
+                .entry(r)
+                .or_default()
+                .clusters
+                .insert(c.name.clone(), c);
         }
         for (k, v) in store.scan("taskdef/")? {
             let t: TaskDefRecord = decode(&k, &v)?;
@@ -435,9 +451,7 @@ impl Control {
     pub fn agent_connected(&self, instance_arn: &str) -> bool {
         let w = self.lock_watches();
         w.get(instance_arn)
-            .map(|x| {
-                x.polls_in_flight > 0 || x.last_seen.elapsed() < self.cfg.heartbeat_grace
-            })
+            .map(|x| x.polls_in_flight > 0 || x.last_seen.elapsed() < self.cfg.heartbeat_grace)
             .unwrap_or(false)
     }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use crate::taskdef::model::TaskDefinitionStatus;
 use crate::taskdef::TaskDefinitionSpec;
 
 /// A resource tag.
@@ -60,11 +61,16 @@ pub struct TaskDefRecord {
 
 impl TaskDefRecord {
     pub fn output(&self) -> Value {
+        let status = match self.status.as_str() {
+            "INACTIVE" => TaskDefinitionStatus::Inactive,
+            "DELETE_IN_PROGRESS" => TaskDefinitionStatus::DeleteInProgress,
+            _ => TaskDefinitionStatus::Active,
+        };
         crate::taskdef::to_output(
             &self.spec,
             &self.arn,
             self.revision,
-            &self.status,
+            status,
             self.registered_at,
             self.deregistered_at,
             self.registered_by.clone(),
@@ -207,7 +213,12 @@ impl Task {
         }
         m.insert(
             "containers".into(),
-            Value::Array(self.containers.iter().map(|c| self.container_output(c)).collect()),
+            Value::Array(
+                self.containers
+                    .iter()
+                    .map(|c| self.container_output(c))
+                    .collect(),
+            ),
         );
         if let Some(s) = &self.started_by {
             m.insert("startedBy".into(), s.clone().into());
@@ -242,10 +253,7 @@ impl Task {
             m.insert("capacityProviderName".into(), c.clone().into());
         }
         m.insert("attachments".into(), json!([]));
-        m.insert(
-            "healthStatus".into(),
-            task_health(&self.containers).into(),
-        );
+        m.insert("healthStatus".into(), task_health(&self.containers).into());
         m.insert(
             "enableExecuteCommand".into(),
             self.enable_execute_command.into(),
@@ -290,7 +298,10 @@ impl Task {
         );
         m.insert(
             "healthStatus".into(),
-            c.health_status.clone().unwrap_or_else(|| "UNKNOWN".into()).into(),
+            c.health_status
+                .clone()
+                .unwrap_or_else(|| "UNKNOWN".into())
+                .into(),
         );
         if let Some(v) = &c.cpu {
             m.insert("cpu".into(), v.clone().into());

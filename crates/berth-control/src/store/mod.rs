@@ -81,10 +81,7 @@ mod tests {
                 Durability::Eventual,
             )
             .expect("commit");
-            assert!(matches!(
-                RedbStore::open(&path),
-                Err(StoreError::Locked(_))
-            ));
+            assert!(matches!(RedbStore::open(&path), Err(StoreError::Locked(_))));
         }
         let s = RedbStore::open(&path).expect("reopen");
         let a = s.scan("a/").expect("scan");

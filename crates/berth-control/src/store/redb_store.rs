@@ -56,7 +56,8 @@ impl Store for RedbStore {
     fn commit(&self, writes: &[Write], durability: Durability) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write().map_err(backend)?;
         if durability == Durability::Eventual {
-            txn.set_durability(redb::Durability::None).map_err(backend)?;
+            txn.set_durability(redb::Durability::None)
+                .map_err(backend)?;
         }
         {
             let mut table = txn.open_table(KV).map_err(backend)?;
