@@ -602,3 +602,19 @@ pub(super) fn delete_capacity_provider(c: &Ctx<'_>, input: Value) -> Result<Valu
         Ok(json!({"capacityProvider": provider_output(tx.state, &p, false)}))
     })
 }
+
+/// Creates cluster `name` in `region` unless it exists (what the ECS agent does for the
+/// `default` cluster on first start).
+pub fn ensure_cluster(
+    control: &crate::control::Control,
+    region: &str,
+    account: &str,
+    name: &str,
+) -> Result<(), AwsError> {
+    let c = Ctx {
+        control,
+        region,
+        account,
+    };
+    create(&c, json!({ "clusterName": name })).map(|_| ())
+}

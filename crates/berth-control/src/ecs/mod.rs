@@ -11,7 +11,7 @@
 //! - `instances`: container instances and their attributes;
 //! - `tags`: resource tags of every kind of resource.
 
-mod clusters;
+pub mod clusters;
 pub(crate) mod instances;
 mod tags;
 mod taskdefs;

@@ -192,7 +192,7 @@ async fn serve(a: RegistryArgs) -> anyhow::Result<()> {
     let listener = bind(&a.addr).await?;
     let url = format!("http://{}", listener.local_addr()?);
     let reg = open_registry(data, creds.clone(), &a.account, &a.registry, url.clone())?;
-    let aws = aws_endpoint(&reg, &creds, &a.account.account_id);
+    let aws = aws_endpoint(&reg, None, &creds, &a.account.account_id);
     eprintln!("berth: registry (and ECR API) on {url}");
     serve_http(listener, reg.router().merge(aws.root_router())).await
 }

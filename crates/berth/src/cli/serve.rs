@@ -17,9 +17,30 @@ pub const DEFAULT_DATA: &str = "/var/lib/berth";
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address of the AWS APIs (ECR; ECS and ELBv2 later).
+    /// Address of the AWS APIs (ECS, ECR).
     #[arg(long, default_value = "127.0.0.1:7000")]
     pub api_addr: String,
+    /// Cluster the local agent joins (created if missing, as the ECS agent does for `default`).
+    #[arg(long, default_value = "default")]
+    pub cluster: String,
+    /// Run the control plane and registry only, without a local agent.
+    #[arg(long)]
+    pub no_agent: bool,
+    /// The local agent's engine root (default: <data>/engine).
+    #[arg(long)]
+    pub engine_root: Option<PathBuf>,
+    /// Region of the local agent (the region its cluster lives in).
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    /// Seconds after which an agent that stopped polling is agentConnected=false.
+    #[arg(long, default_value_t = 10)]
+    pub heartbeat_grace: u64,
+    /// Seconds an agent may stay disconnected before its tasks are marked STOPPED.
+    #[arg(long, default_value_t = 120)]
+    pub agent_timeout: u64,
+    /// Seconds the local agent keeps a stopped task's containers (logs) before removing them.
+    #[arg(long, default_value_t = 60)]
+    pub task_cleanup_wait: u64,
     /// Address of the OCI registry.
     #[arg(long, default_value = "127.0.0.1:5000")]
     pub registry_addr: String,
@@ -95,9 +116,11 @@ fn spawn_lifecycle_schedule(reg: &Arc<Registry>, interval: Duration) {
     });
 }
 
-/// The AWS JSON APIs this process serves, behind SigV4 with the account's key.
+/// The AWS JSON APIs this process serves, behind SigV4 with the account's key: ECR, and with
+/// a control plane, ECS and the agent protocol.
 pub fn aws_endpoint(
     reg: &Arc<Registry>,
+    control: Option<&Arc<berth_control::Control>>,
     creds: &Credentials,
     account_id: &str,
 ) -> Arc<AwsEndpoint> {
@@ -112,7 +135,11 @@ pub fn aws_endpoint(
         })
         .unwrap_or("127.0.0.1:5000")
         .to_string();
-    let apis: Vec<Arc<dyn JsonApi>> = vec![berth_registry::ecr::ecr_api(reg, host)];
+    let mut apis: Vec<Arc<dyn JsonApi>> = vec![berth_registry::ecr::ecr_api(reg, host)];
+    if let Some(c) = control {
+        apis.push(berth_control::ecs::ecs_api(c));
+        apis.push(berth_control::agent_api::agent_api(c));
+    }
     let mut keys = StaticKeys::new();
     keys.insert(creds);
     Arc::new(AwsEndpoint::new(apis, Arc::new(keys), account_id))
@@ -155,6 +182,30 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// Opens the control plane's state in `<data>/control.redb` and starts its monitor.
+fn open_control(data: &Path, a: &ServeArgs) -> anyhow::Result<Arc<berth_control::Control>> {
+    let path = data.join("control.redb");
+    let store = berth_control::store::RedbStore::open(&path)
+        .with_context(|| format!("opening the control plane's store {}", path.display()))?;
+    let cfg = berth_control::ControlConfig {
+        account_id: a.account.account_id.clone(),
+        heartbeat_grace: Duration::from_secs(a.heartbeat_grace.max(1)),
+        agent_timeout: Duration::from_secs(a.agent_timeout.max(1)),
+        ..Default::default()
+    };
+    let control = berth_control::Control::open(Arc::new(store), cfg)
+        .context("loading the control plane's state")?;
+    berth_control::ecs::clusters::ensure_cluster(
+        &control,
+        &a.region,
+        &a.account.account_id,
+        &a.cluster,
+    )
+    .map_err(|e| anyhow::anyhow!("creating cluster {}: {e}", a.cluster))?;
+    control.spawn_monitor();
+    Ok(control)
+}
+
 pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let data = a
         .registry
@@ -166,6 +217,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let reg_listener = bind(&a.registry_addr).await?;
     let api_listener = bind(&a.api_addr).await?;
     let reg_url = format!("http://{}", reg_listener.local_addr()?);
+    let api_url = format!("http://{}", api_listener.local_addr()?);
     let reg = open_registry(
         data.join("registry"),
         creds.clone(),
@@ -173,16 +225,37 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         &a.registry,
         reg_url.clone(),
     )?;
-    let aws = aws_endpoint(&reg, &creds, &a.account.account_id);
+    let control = open_control(&data, &a)?;
+    let aws = aws_endpoint(&reg, Some(&control), &creds, &a.account.account_id);
     let registry_router = reg.router().merge(aws.clone().root_router());
     let api_router = aws.router();
-    eprintln!(
-        "berth: registry on {reg_url}, AWS APIs (ECR) on http://{}",
-        api_listener.local_addr()?
-    );
+    eprintln!("berth: registry on {reg_url}, AWS APIs (ECS, ECR) on {api_url}");
+    let agent = if a.no_agent {
+        None
+    } else {
+        let exe = std::env::current_exe().context("locating the berth binary")?;
+        let mut cfg = berth_agent::AgentConfig::new(a.cluster.clone(), api_url.clone(), creds, exe);
+        cfg.data_dir = data.join("agent");
+        cfg.engine_root = a.engine_root.clone().unwrap_or_else(|| data.join("engine"));
+        cfg.region = a.region.clone();
+        cfg.task_cleanup_wait = Duration::from_secs(a.task_cleanup_wait);
+        eprintln!(
+            "berth: local agent joins cluster {} (engine root {})",
+            a.cluster,
+            cfg.engine_root.display()
+        );
+        Some(tokio::spawn(async move {
+            if let Err(e) = berth_agent::run(cfg, shutdown_signal()).await {
+                tracing::error!(error = %berth_agent::error_chain(&e), "the local agent stopped");
+            }
+        }))
+    };
     tokio::try_join!(
         serve_http(reg_listener, registry_router),
         serve_http(api_listener, api_router)
     )?;
+    if let Some(agent) = agent {
+        let _ = agent.await;
+    }
     Ok(())
 }
