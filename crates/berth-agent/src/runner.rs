@@ -1086,3 +1086,6 @@ impl Actor {
         let _ = self.ctx.finished.send(self.rec.task_arn.clone());
     }
 }
+
+#[cfg(test)]
+mod tests;

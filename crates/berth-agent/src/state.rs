@@ -288,7 +288,16 @@ impl TaskStore {
             let path = entry.path();
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') && name.ends_with(".tmp") {
-                let _ = fs::remove_file(&path);
+                // A write interrupted by a crash (not one in progress right now).
+                let stale = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > std::time::Duration::from_secs(60));
+                if stale {
+                    let _ = fs::remove_file(&path);
+                }
                 continue;
             }
             if !name.ends_with(".json") {
@@ -365,11 +374,20 @@ mod tests {
             text.contains("\"bindIP\"") && text.contains("\"RUNNING\""),
             "{text}"
         );
-        // A damaged file and a leftover temp file are skipped (the latter removed).
+        // A damaged file and a leftover temp file are skipped (the latter removed once stale).
         fs::write(dir.path().join("tasks/bad.json"), b"{").expect("write");
-        fs::write(dir.path().join("tasks/.x.json.1.tmp"), b"{").expect("write");
+        let tmp = dir.path().join("tasks/.x.json.1.tmp");
+        fs::write(&tmp, b"{").expect("write");
         assert_eq!(store.load_all().expect("load"), vec![r.clone()]);
-        assert!(!dir.path().join("tasks/.x.json.1.tmp").exists());
+        assert!(tmp.exists(), "a fresh temp file may be a write in progress");
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        File::options()
+            .write(true)
+            .open(&tmp)
+            .and_then(|f| f.set_modified(old))
+            .expect("age");
+        assert_eq!(store.load_all().expect("load"), vec![r.clone()]);
+        assert!(!tmp.exists());
         store.remove(&r.task_arn).expect("remove");
         store.remove(&r.task_arn).expect("remove twice");
         fs::remove_file(dir.path().join("tasks/bad.json")).expect("rm");
