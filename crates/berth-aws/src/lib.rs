@@ -2,6 +2,7 @@
 //! 1.1 dispatch and error shapes, ARNs, and access-key credentials.
 
 pub mod arn;
+pub mod client;
 pub mod credentials;
 pub mod json;
 pub mod sigv4;

@@ -80,6 +80,8 @@ fn normalize_key(key: &str) -> String {
 pub struct AuthStore {
     path: PathBuf,
     docker: Option<PathBuf>,
+    /// Credentials given in memory (the agent's ECR tokens), looked up before the files.
+    extra: Vec<(String, Credentials)>,
 }
 
 impl AuthStore {
@@ -96,7 +98,11 @@ impl AuthStore {
         let docker = std::env::var_os("DOCKER_CONFIG")
             .map(|d| PathBuf::from(d).join("config.json"))
             .or_else(|| home.map(|h| h.join(".docker/config.json")));
-        AuthStore { path, docker }
+        AuthStore {
+            path,
+            docker,
+            extra: Vec::new(),
+        }
     }
 
     /// A store at `path` with an optional docker `config.json` fallback.
@@ -104,7 +110,17 @@ impl AuthStore {
         AuthStore {
             path: path.into(),
             docker,
+            extra: Vec::new(),
         }
+    }
+
+    /// This store with `creds` for the registry `domain` in memory (never written), used
+    /// before any file.
+    pub fn with_credentials(mut self, domain: &str, creds: Credentials) -> AuthStore {
+        let domain = normalize_key(domain);
+        self.extra.retain(|(d, _)| *d != domain);
+        self.extra.push((domain, creds));
+        self
     }
 
     /// The file `berth login` writes.
@@ -175,6 +191,9 @@ impl AuthStore {
     /// berth's file, else docker's.
     pub fn get(&self, domain: &str) -> Result<Option<Credentials>, AuthFileError> {
         let domain = normalize_key(domain);
+        if let Some((_, c)) = self.extra.iter().find(|(d, _)| *d == domain) {
+            return Ok(Some(c.clone()));
+        }
         if let Some(c) = Self::lookup(&self.path, &domain)? {
             return Ok(Some(c));
         }
@@ -300,5 +319,27 @@ mod tests {
             store.get("other:1").expect("get").map(|c| c.username),
             Some("o".to_string())
         );
+    }
+
+    #[test]
+    fn in_memory_credentials_come_first_and_are_not_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("auth.json");
+        let file = AuthStore::new(&path, None);
+        let on_disk = Credentials {
+            username: "disk".into(),
+            password: "p".into(),
+        };
+        file.store("127.0.0.1:5000", &on_disk).expect("store");
+        let token = Credentials {
+            username: "AWS".into(),
+            password: "token".into(),
+        };
+        let store = file
+            .clone()
+            .with_credentials("http://127.0.0.1:5000", token.clone());
+        assert_eq!(store.get("127.0.0.1:5000").expect("get"), Some(token));
+        assert_eq!(file.get("127.0.0.1:5000").expect("get"), Some(on_disk));
+        assert!(!fs::read_to_string(&path).expect("read").contains("token"));
     }
 }

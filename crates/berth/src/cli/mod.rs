@@ -2,6 +2,7 @@
 //! import|load|save`, `build`, `pull`, `push`, `tag`, `login`, `logout`, `images`, `rmi`) and containers
 //! (`run`, `ps`, `logs`, `stop`, `kill`, `rm`, `inspect`).
 
+mod agent;
 mod build;
 pub(crate) mod container;
 mod distribution;
@@ -34,6 +35,8 @@ pub struct Cli {
 pub enum Command {
     /// Run everything on this host: the AWS APIs (ECR) and the OCI registry.
     Serve(serve::ServeArgs),
+    /// Run this host's agent: join a cluster of a Berth control plane and run its tasks.
+    Agent(agent::AgentArgs),
     /// Run the OCI registry alone (with the ECR API on the same port), or manage one.
     Registry(registry::RegistryArgs),
     /// Manage images (import, load, save, pull, push, tag, ls, rm).
@@ -126,6 +129,7 @@ pub struct RegistryServerArgs {
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Command::Serve(a) => serve::serve(a).await,
+        Command::Agent(a) => agent::run(a).await,
         Command::Registry(a) => registry::run(a).await,
         Command::Image(a) => image::run(a).await,
         Command::Images(a) => image::images(a).await,

@@ -1,0 +1,343 @@
+//! The agent's main loop: register the container instance, then long-poll the control plane
+//! for assignments and hand them to the task runner. Every poll is the heartbeat. When the
+//! control plane cannot be reached the agent backs off and keeps polling; it never stops
+//! containers for that.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_aws::client::{ClientError, JsonClient};
+use berth_aws::Credentials;
+use berth_control::proto::PollRequest;
+use berth_engine::{Engine, RegistryOptions};
+use rand::Rng;
+use serde_json::Value;
+
+use crate::control::{ControlClient, HttpControl};
+use crate::runner::{RunnerConfig, RunnerError, TaskRunner};
+use crate::runtime::{EngineRuntime, Runtime};
+use crate::state::{AgentState, StateError};
+use crate::{error_chain, host};
+
+/// Default data directory of `berth agent`.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/berth/agent";
+/// Default `--task-cleanup-wait`.
+pub const DEFAULT_TASK_CLEANUP_WAIT: Duration = Duration::from_secs(60);
+/// How long each poll waits for a change.
+pub const DEFAULT_POLL_WAIT: Duration = Duration::from_secs(20);
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+
+/// Everything `berth agent` (or `berth serve`'s local agent) needs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Cluster name or ARN.
+    pub cluster: String,
+    /// The control plane's AWS endpoint, e.g. `http://127.0.0.1:7000`.
+    pub control_url: String,
+    /// The agent's state (`agent.json`, `tasks/`).
+    pub data_dir: PathBuf,
+    /// The engine's root directory.
+    pub engine_root: PathBuf,
+    /// The `berth` binary (the engine starts `<shim_exe> shim ...` per container).
+    pub shim_exe: PathBuf,
+    /// SigV4 region.
+    pub region: String,
+    /// The access key requests are signed with.
+    pub credentials: Credentials,
+    /// Extra instance attributes (`NAME[=VALUE]`).
+    pub attributes: Vec<(String, Option<String>)>,
+    /// How long a stopped task's containers are kept.
+    pub task_cleanup_wait: Duration,
+    /// How long each long poll waits for a change.
+    pub poll_wait: Duration,
+    /// Registry credentials and TLS settings of pulls (ECR tokens are added per pull).
+    pub registry: RegistryOptions,
+}
+
+impl AgentConfig {
+    /// A configuration with the defaults: data in [`DEFAULT_DATA_DIR`], the engine's default
+    /// root, `us-east-1`, 60 s cleanup wait, 20 s polls, registry credentials from the
+    /// environment (`berth login`).
+    pub fn new(
+        cluster: impl Into<String>,
+        control_url: impl Into<String>,
+        credentials: Credentials,
+        shim_exe: impl Into<PathBuf>,
+    ) -> AgentConfig {
+        AgentConfig {
+            cluster: cluster.into(),
+            control_url: control_url.into(),
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            engine_root: PathBuf::from(berth_engine::DEFAULT_ROOT),
+            shim_exe: shim_exe.into(),
+            region: "us-east-1".into(),
+            credentials,
+            attributes: Vec::new(),
+            task_cleanup_wait: DEFAULT_TASK_CLEANUP_WAIT,
+            poll_wait: DEFAULT_POLL_WAIT,
+            registry: RegistryOptions::from_env(),
+        }
+    }
+}
+
+/// Why the agent could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot create the data directory {path}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the engine at {path}")]
+    Engine {
+        path: PathBuf,
+        #[source]
+        source: berth_engine::OpenError,
+    },
+    #[error("engine task failed: {0}")]
+    Join(String),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Runner(#[from] RunnerError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+fn create_data_dir(path: &Path) -> Result<(), AgentError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(|source| AgentError::DataDir {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+/// Runs the agent until `shutdown` completes. Containers keep running when it returns.
+pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> Result<(), AgentError> {
+    create_data_dir(&cfg.data_dir)?;
+    let (root, exe) = (cfg.engine_root.clone(), cfg.shim_exe.clone());
+    let engine = tokio::task::spawn_blocking(move || Engine::open(&root, exe))
+        .await
+        .map_err(|e| AgentError::Join(e.to_string()))?
+        .map_err(|source| AgentError::Engine {
+            path: cfg.engine_root.clone(),
+            source,
+        })?;
+    let client = JsonClient::new(
+        &cfg.control_url,
+        cfg.credentials.clone(),
+        cfg.region.clone(),
+        "ecs",
+    )?;
+    let control: Arc<dyn ControlClient> = Arc::new(HttpControl::new(client));
+    let runtime: Arc<dyn Runtime> = Arc::new(EngineRuntime::new(engine, cfg.registry.clone()));
+    run_with(&cfg, control, runtime, shutdown).await
+}
+
+/// [`run`] over a given control client and runtime.
+pub async fn run_with(
+    cfg: &AgentConfig,
+    control: Arc<dyn ControlClient>,
+    runtime: Arc<dyn Runtime>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    create_data_dir(&cfg.data_dir)?;
+    tokio::pin!(shutdown);
+    let mut arn = tokio::select! {
+        _ = &mut shutdown => return Ok(()),
+        r = register(cfg, control.as_ref()) => r?,
+    };
+    let mut runner = TaskRunner::new(
+        RunnerConfig {
+            cluster: cfg.cluster.clone(),
+            data_dir: cfg.data_dir.clone(),
+            task_cleanup_wait: cfg.task_cleanup_wait,
+        },
+        runtime,
+        Arc::clone(&control),
+    );
+    let reloaded = runner.reload()?;
+    if reloaded > 0 {
+        tracing::info!(tasks = reloaded, "reattached to the tasks of the last run");
+    }
+    let mut known_version: Option<u64> = None;
+    let mut failures: u32 = 0;
+    loop {
+        let req = PollRequest {
+            cluster: cfg.cluster.clone(),
+            container_instance_arn: arn.clone(),
+            known_version,
+            wait_seconds: cfg.poll_wait.as_secs(),
+            known_tasks: runner.known_tasks(),
+        };
+        let started = tokio::time::Instant::now();
+        let result = tokio::select! {
+            _ = &mut shutdown => break,
+            r = control.poll(&req) => r,
+        };
+        match result {
+            Ok(resp) => {
+                if failures > 0 {
+                    tracing::info!("the control plane answers again");
+                }
+                failures = 0;
+                let unchanged = known_version == Some(resp.version);
+                runner.apply(&resp.tasks, &resp.unknown_tasks);
+                known_version = Some(resp.version);
+                // A control plane that answers at once without news must not make us spin.
+                if unchanged && started.elapsed() < Duration::from_millis(100) {
+                    tokio::select! {
+                        _ = &mut shutdown => break,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                if failures.is_power_of_two() {
+                    tracing::warn!(failures, error = %error_chain(&e),
+                        "cannot poll the control plane; containers keep running, retrying");
+                }
+                tokio::select! {
+                    _ = &mut shutdown => break,
+                    _ = tokio::time::sleep(retry_delay(failures)) => {}
+                }
+                if needs_registration(&e) {
+                    tracing::info!("registering the container instance again");
+                    arn = tokio::select! {
+                        _ = &mut shutdown => break,
+                        r = register(cfg, control.as_ref()) => r?,
+                    };
+                    known_version = None;
+                }
+            }
+        }
+    }
+    runner.shutdown().await;
+    tracing::info!("agent stopped; containers keep running");
+    Ok(())
+}
+
+/// The control plane refused the poll itself (not a transport failure): register again.
+fn needs_registration(e: &ClientError) -> bool {
+    matches!(
+        e.code(),
+        Some("InvalidParameterException" | "ClientException" | "ClusterNotFoundException")
+    )
+}
+
+/// 1 s doubling to 30 s, with up to 25% jitter.
+fn retry_delay(failures: u32) -> Duration {
+    let base = crate::report::backoff(failures).min(MAX_RETRY_DELAY);
+    let jitter = rand::thread_rng().gen_range(0..=base.as_millis() as u64 / 4);
+    base + Duration::from_millis(jitter)
+}
+
+/// Registers (again, with the stored ARN when there is one for this cluster) until it works.
+async fn register(cfg: &AgentConfig, control: &dyn ControlClient) -> Result<String, AgentError> {
+    let stored = AgentState::load(&cfg.data_dir)?.filter(|s| {
+        let same = s.cluster == cfg.cluster;
+        if !same {
+            tracing::warn!(stored = %s.cluster, cluster = %cfg.cluster,
+                "the stored container instance belongs to another cluster; registering anew");
+        }
+        same
+    });
+    let mut previous = stored.map(|s| s.container_instance_arn);
+    let mut failures = 0u32;
+    loop {
+        let input = host::register_input(&cfg.cluster, previous.as_deref(), &cfg.attributes);
+        let err = match control.register_container_instance(&input).await {
+            Ok(out) => match out
+                .pointer("/containerInstance/containerInstanceArn")
+                .and_then(Value::as_str)
+            {
+                Some(arn) => {
+                    let state = AgentState {
+                        cluster: cfg.cluster.clone(),
+                        container_instance_arn: arn.to_string(),
+                    };
+                    state.save(&cfg.data_dir)?;
+                    tracing::info!(container_instance = %arn, cluster = %cfg.cluster,
+                        reregistered = previous.as_deref() == Some(arn), "registered");
+                    return Ok(arn.to_string());
+                }
+                None => ClientError::InvalidResponse {
+                    url: cfg.control_url.clone(),
+                    status: 200,
+                    reason: "RegisterContainerInstance returned no containerInstanceArn".into(),
+                },
+            },
+            Err(e) => e,
+        };
+        failures += 1;
+        if previous.is_some() && !err.is_retryable() {
+            tracing::warn!(error = %error_chain(&err),
+                "re-registration with the stored container instance ARN refused; registering anew");
+            previous = None;
+            continue;
+        }
+        if failures.is_power_of_two() {
+            tracing::warn!(failures, error = %error_chain(&err),
+                "cannot register the container instance; retrying");
+        }
+        tokio::time::sleep(retry_delay(failures)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::FakeControl;
+
+    #[tokio::test(start_paused = true)]
+    async fn registers_once_then_reuses_the_arn() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = AgentConfig::new(
+            "prod",
+            "http://127.0.0.1:1",
+            Credentials {
+                access_key_id: "AKID".into(),
+                secret_access_key: "s".into(),
+            },
+            "/nonexistent",
+        );
+        cfg.data_dir = dir.path().join("agent");
+        cfg.attributes = vec![("rack".into(), Some("r1".into()))];
+        let control = Arc::new(FakeControl::default());
+        let arn = register(&cfg, control.as_ref()).await.expect("register");
+        let state = AgentState::load(&cfg.data_dir)
+            .expect("load")
+            .expect("state");
+        assert_eq!(state.container_instance_arn, arn);
+        let again = register(&cfg, control.as_ref()).await.expect("register");
+        assert_eq!(again, arn);
+        let regs = control.registrations();
+        assert!(regs[0].get("containerInstanceArn").is_none());
+        assert_eq!(regs[1]["containerInstanceArn"], arn);
+        // Another cluster: not reused.
+        cfg.cluster = "other".into();
+        register(&cfg, control.as_ref()).await.expect("register");
+        assert!(control.registrations()[2]
+            .get("containerInstanceArn")
+            .is_none());
+    }
+
+    #[test]
+    fn retry_delays_are_bounded() {
+        for f in 1..50 {
+            let d = retry_delay(f);
+            assert!(
+                d >= Duration::from_secs(1) && d <= MAX_RETRY_DELAY * 5 / 4,
+                "{d:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,538 @@
+//! The runner's lifecycle logic against a fake engine and a fake control plane (no root).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Condvar, Mutex};
+
+use berth_control::proto::AssignedTask;
+use berth_engine::RunSpec;
+use serde_json::json;
+
+use super::*;
+use crate::runtime::{Container, Exit, RegistryAuth, RuntimeError, State};
+use crate::testing::FakeControl;
+
+#[derive(Default)]
+struct Inner {
+    containers: HashMap<String, (RunSpec, Option<Exit>)>,
+    next: u32,
+    local: HashSet<String>,
+    registry: HashSet<String>,
+    events: Vec<String>,
+    volumes_removed: Vec<String>,
+    auths: Vec<Option<RegistryAuth>>,
+}
+
+/// Commands: `["sleep"]` runs until stopped, `["exit", "N"]` exits with N at once,
+/// `["bad"]` fails to start.
+#[derive(Default)]
+struct FakeRuntime {
+    inner: Mutex<Inner>,
+    cv: Condvar,
+}
+
+impl FakeRuntime {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn with_images(local: &[&str], registry: &[&str]) -> Arc<FakeRuntime> {
+        let rt = FakeRuntime::default();
+        {
+            let mut i = rt.lock();
+            i.local = local.iter().map(|s| s.to_string()).collect();
+            i.registry = registry.iter().map(|s| s.to_string()).collect();
+        }
+        Arc::new(rt)
+    }
+
+    fn events(&self) -> Vec<String> {
+        self.lock().events.clone()
+    }
+
+    fn exit_container(&self, name_prefix: &str, code: i32) {
+        let mut i = self.lock();
+        for (spec, exit) in i.containers.values_mut() {
+            if spec
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with(name_prefix))
+                && exit.is_none()
+            {
+                *exit = Some(Exit::code(code));
+            }
+        }
+        self.cv.notify_all();
+    }
+
+    fn container(&self, id: &str) -> Option<Container> {
+        let i = self.lock();
+        i.containers.get(id).map(|(_, exit)| Container {
+            id: id.to_string(),
+            published: Vec::new(),
+            ip: None,
+            state: match exit {
+                Some(e) => State::Exited(e.clone()),
+                None => State::Running,
+            },
+        })
+    }
+}
+
+impl Runtime for FakeRuntime {
+    fn pull(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<String, RuntimeError> {
+        let mut i = self.lock();
+        i.auths.push(auth.cloned());
+        i.events.push(format!("pull {image}"));
+        if i.registry.contains(image) {
+            i.local.insert(image.to_string());
+            Ok(format!("sha256:{}", "1".repeat(64)))
+        } else {
+            Err(RuntimeError::Other(format!("manifest unknown: {image}")))
+        }
+    }
+
+    fn local_image(&self, image: &str) -> Option<String> {
+        self.lock()
+            .local
+            .contains(image)
+            .then(|| format!("sha256:{}", "2".repeat(64)))
+    }
+
+    fn ensure_network(&self, name: &str) -> Result<(), RuntimeError> {
+        self.lock().events.push(format!("network {name}"));
+        Ok(())
+    }
+
+    fn run(&self, spec: &RunSpec) -> Result<Container, RuntimeError> {
+        let id = {
+            let mut i = self.lock();
+            if spec.cmd.first().map(String::as_str) == Some("bad") {
+                return Err(RuntimeError::Other("exec: \"bad\": not found".into()));
+            }
+            if !i.local.contains(&spec.image) {
+                return Err(RuntimeError::Other(format!("no such image {}", spec.image)));
+            }
+            i.next += 1;
+            let id = format!("{:064x}", i.next);
+            let exit = match spec.cmd.as_slice() {
+                [e, code] if e == "exit" => Some(Exit::code(code.parse().unwrap_or(1))),
+                _ => None,
+            };
+            let name = spec.name.clone().unwrap_or_default();
+            i.events
+                .push(format!("run {}", name.split('-').nth(3).unwrap_or(&name)));
+            i.containers.insert(id.clone(), (spec.clone(), exit));
+            id
+        };
+        self.cv.notify_all();
+        Ok(self.container(&id).expect("just created"))
+    }
+
+    fn inspect(&self, name_or_id: &str) -> Result<Option<Container>, RuntimeError> {
+        let id = {
+            let i = self.lock();
+            i.containers
+                .iter()
+                .find(|(id, (spec, _))| {
+                    *id == name_or_id || spec.name.as_deref() == Some(name_or_id)
+                })
+                .map(|(id, _)| id.clone())
+        };
+        Ok(id.and_then(|id| self.container(&id)))
+    }
+
+    fn wait(&self, id: &str, timeout: Duration) -> Result<Option<Exit>, RuntimeError> {
+        let i = self.lock();
+        let (i, _) = self
+            .cv
+            .wait_timeout_while(i, timeout, |i| {
+                i.containers.get(id).is_some_and(|(_, e)| e.is_none())
+            })
+            .unwrap_or_else(|p| p.into_inner());
+        match i.containers.get(id) {
+            Some((_, e)) => Ok(e.clone()),
+            None => Ok(Some(Exit::lost("removed"))),
+        }
+    }
+
+    fn stop(&self, id: &str, _timeout: Duration) -> Result<Option<Exit>, RuntimeError> {
+        let mut i = self.lock();
+        let name = i
+            .containers
+            .get(id)
+            .and_then(|(s, _)| s.name.clone())
+            .unwrap_or_default();
+        i.events
+            .push(format!("stop {}", name.split('-').nth(3).unwrap_or(&name)));
+        let out = i
+            .containers
+            .get_mut(id)
+            .map(|(_, exit)| exit.get_or_insert_with(|| Exit::code(143)).clone());
+        self.cv.notify_all();
+        Ok(out)
+    }
+
+    fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut i = self.lock();
+        i.containers.remove(id);
+        i.events.push("remove".into());
+        self.cv.notify_all();
+        Ok(())
+    }
+
+    fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        self.lock().volumes_removed.push(name.to_string());
+        Ok(())
+    }
+}
+
+const ARN: &str =
+    "arn:aws:ecs:us-east-1:000000000000:task/default/11112222333344445555666677778888";
+
+fn task(containers: serde_json::Value, desired: &str) -> AssignedTask {
+    AssignedTask {
+        task_arn: ARN.into(),
+        desired_status: desired.into(),
+        last_status: "PROVISIONING".into(),
+        task_definition: json!({"family": "fam", "revision": 1, "networkMode": "none",
+            "volumes": [{"name": "scratch"}],
+            "containerDefinitions": containers}),
+        overrides: None,
+        network_configuration: None,
+        stopped_reason: None,
+    }
+}
+
+fn runner(
+    dir: &std::path::Path,
+    rt: &Arc<FakeRuntime>,
+    control: &Arc<FakeControl>,
+    cleanup: Duration,
+) -> TaskRunner {
+    TaskRunner::new(
+        RunnerConfig {
+            cluster: "default".into(),
+            data_dir: dir.to_path_buf(),
+            task_cleanup_wait: cleanup,
+        },
+        Arc::clone(rt) as Arc<dyn Runtime>,
+        Arc::clone(control) as Arc<dyn ControlClient>,
+    )
+}
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn container<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["containers"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["containerName"] == name))
+        .expect("container in report")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_start_exit_stop_cleanup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = FakeRuntime::with_images(&["bb"], &[]);
+    let control = Arc::new(FakeControl::default());
+    let mut r = runner(dir.path(), &rt, &control, Duration::ZERO);
+    let containers = json!([
+        {"name": "app", "image": "bb", "command": ["sleep"], "mountPoints": [
+            {"sourceVolume": "scratch", "containerPath": "/s"}]},
+        {"name": "side", "image": "bb", "essential": false, "command": ["exit", "3"]}
+    ]);
+    r.apply(&[task(containers.clone(), "RUNNING")], &[]);
+    until("RUNNING and the side exit", || {
+        let s = control.statuses(ARN);
+        s.len() >= 4 && s[..4] == ["PENDING", "ACTIVATING", "RUNNING", "RUNNING"]
+    })
+    .await;
+    let reports = control.reports_of(ARN);
+    assert!(reports[0]["pullStartedAt"].as_f64().is_some());
+    assert!(reports[1]["pullStoppedAt"].as_f64().is_some());
+    let running = &reports[2];
+    assert_eq!(running["cluster"], "default");
+    assert!(container(running, "app")["runtimeId"].as_str().is_some());
+    assert!(container(running, "app")["imageDigest"].as_str().is_some());
+    let side = container(&reports[3], "side");
+    assert_eq!(side["status"], "STOPPED");
+    assert_eq!(side["exitCode"], 3);
+    assert_eq!(container(&reports[3], "app")["status"], "RUNNING");
+    assert_eq!(r.known_tasks(), vec![ARN.to_string()]);
+    // The pull failed (no registry) and the local image was used.
+    assert!(rt.events().iter().any(|e| e == "pull bb"));
+    let record = TaskStore::new(dir.path()).load_all().expect("load");
+    assert_eq!(record[0].status, TaskStatus::Running);
+
+    r.apply(&[task(containers, "STOPPED")], &[]);
+    until("STOPPED", || {
+        control.statuses(ARN).last().map(String::as_str) == Some("STOPPED")
+    })
+    .await;
+    assert_eq!(
+        control.statuses(ARN)[4..],
+        ["DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED"]
+    );
+    let stopped = control.reports_of(ARN).pop().expect("report");
+    assert_eq!(container(&stopped, "app")["exitCode"], 143);
+    assert_eq!(container(&stopped, "side")["exitCode"], 3);
+    assert_eq!(stopped["reason"], "Task stopped");
+    assert!(stopped["executionStoppedAt"].as_f64().is_some());
+    until("cleanup", || r.known_tasks().is_empty()).await;
+    assert!(rt.lock().containers.is_empty());
+    assert_eq!(rt.lock().volumes_removed.len(), 1);
+    assert!(TaskStore::new(dir.path())
+        .load_all()
+        .expect("load")
+        .is_empty());
+    // Listed again by a late poll: reported as stopped, never started again.
+    r.apply(
+        &[task(json!([{"name": "app", "image": "bb"}]), "RUNNING")],
+        &[],
+    );
+    until("re-report", || control.statuses(ARN).len() == 9).await;
+    assert_eq!(control.statuses(ARN)[8], "STOPPED");
+    assert!(r.known_tasks().is_empty());
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn essential_exit_stops_the_task_in_reverse_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = FakeRuntime::with_images(&[], &["bb"]);
+    let control = Arc::new(FakeControl::default());
+    let mut r = runner(dir.path(), &rt, &control, Duration::from_secs(3600));
+    r.apply(
+        &[task(
+            json!([
+                {"name": "web", "image": "bb", "command": ["sleep"],
+                 "dependsOn": [{"containerName": "db", "condition": "START"}]},
+                {"name": "db", "image": "bb", "command": ["sleep"]}
+            ]),
+            "RUNNING",
+        )],
+        &[],
+    );
+    until("RUNNING", || {
+        control.statuses(ARN).contains(&"RUNNING".to_string())
+    })
+    .await;
+    rt.exit_container("ecs-fam-1-db-", 1);
+    until("STOPPED", || {
+        control.statuses(ARN).last().map(String::as_str) == Some("STOPPED")
+    })
+    .await;
+    let stopped = control.reports_of(ARN).pop().expect("report");
+    assert_eq!(stopped["reason"], ESSENTIAL_EXITED);
+    assert_eq!(container(&stopped, "db")["exitCode"], 1);
+    assert_eq!(container(&stopped, "web")["exitCode"], 143);
+    let ev: Vec<String> = rt
+        .events()
+        .into_iter()
+        .filter(|e| e.starts_with("run") || e.starts_with("stop"))
+        .collect();
+    // db starts first; web (which depends on db) stops first; db had exited already.
+    assert_eq!(ev, vec!["run db", "run web", "stop web"]);
+    // Not cleaned up yet (1 h wait): still known.
+    assert_eq!(r.known_tasks(), vec![ARN.to_string()]);
+    // Forgotten by the control plane: removed at once.
+    r.apply(&[], &[ARN.to_string()]);
+    until("cleanup", || r.known_tasks().is_empty()).await;
+    assert!(rt.lock().containers.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_failure_and_start_failure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = FakeRuntime::with_images(&["bb"], &[]);
+    let control = Arc::new(FakeControl::default());
+    let mut r = runner(dir.path(), &rt, &control, Duration::ZERO);
+    r.apply(
+        &[task(
+            json!([{"name": "app", "image": "nothere"}]),
+            "RUNNING",
+        )],
+        &[],
+    );
+    until("STOPPED", || {
+        control.statuses(ARN).last().map(String::as_str) == Some("STOPPED")
+    })
+    .await;
+    assert_eq!(control.statuses(ARN), vec!["PENDING", "STOPPED"]);
+    let stopped = control.reports_of(ARN).pop().expect("report");
+    let reason = stopped["reason"].as_str().expect("reason");
+    assert!(reason.starts_with("CannotPullContainerError: "), "{reason}");
+    assert_eq!(container(&stopped, "app")["reason"], reason);
+    assert!(container(&stopped, "app").get("runtimeId").is_none());
+    until("cleanup", || r.known_tasks().is_empty()).await;
+
+    let other = "arn:aws:ecs:us-east-1:000000000000:task/default/99990000";
+    let mut t = task(
+        json!([{"name": "ok", "image": "bb", "command": ["sleep"]},
+               {"name": "broken", "image": "bb", "command": ["bad"],
+                "dependsOn": [{"containerName": "ok", "condition": "START"}]}]),
+        "RUNNING",
+    );
+    t.task_arn = other.into();
+    r.apply(&[t], &[]);
+    until("STOPPED", || {
+        control.statuses(other).last().map(String::as_str) == Some("STOPPED")
+    })
+    .await;
+    assert_eq!(
+        control.statuses(other),
+        vec!["PENDING", "ACTIVATING", "STOPPED"]
+    );
+    let stopped = control.reports_of(other).pop().expect("report");
+    let reason = stopped["reason"].as_str().expect("reason");
+    assert!(
+        reason.starts_with("CannotCreateContainerError: "),
+        "{reason}"
+    );
+    // The container that had started was stopped.
+    assert_eq!(container(&stopped, "ok")["exitCode"], 143);
+    assert_eq!(container(&stopped, "broken")["status"], "STOPPED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn success_dependency_gates_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = FakeRuntime::with_images(&["bb"], &[]);
+    let control = Arc::new(FakeControl::default());
+    let mut r = runner(dir.path(), &rt, &control, Duration::ZERO);
+    let containers = |code: &str| {
+        json!([
+            {"name": "app", "image": "bb", "command": ["sleep"],
+             "dependsOn": [{"containerName": "init", "condition": "SUCCESS"}]},
+            {"name": "init", "image": "bb", "essential": false, "command": ["exit", code]}
+        ])
+    };
+    r.apply(&[task(containers("0"), "RUNNING")], &[]);
+    until("RUNNING", || {
+        control.statuses(ARN).contains(&"RUNNING".to_string())
+    })
+    .await;
+    let ev: Vec<String> = rt
+        .events()
+        .into_iter()
+        .filter(|e| e.starts_with("run"))
+        .collect();
+    assert_eq!(ev, vec!["run init", "run app"]);
+    let running = control
+        .reports_of(ARN)
+        .into_iter()
+        .find(|r| r["status"] == "RUNNING")
+        .expect("running");
+    assert_eq!(container(&running, "init")["exitCode"], 0);
+
+    let other = "arn:aws:ecs:us-east-1:000000000000:task/default/77770000";
+    let mut t = task(containers("2"), "RUNNING");
+    t.task_arn = other.into();
+    r.apply(&[t], &[]);
+    until("STOPPED", || {
+        control.statuses(other).last().map(String::as_str) == Some("STOPPED")
+    })
+    .await;
+    let stopped = control.reports_of(other).pop().expect("report");
+    assert!(stopped["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("dependency init") && r.contains("code 2")));
+    assert_eq!(container(&stopped, "init")["exitCode"], 2);
+    assert!(container(&stopped, "app").get("runtimeId").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reattach_after_a_restart_notices_exits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = FakeRuntime::with_images(&["bb"], &[]);
+    let control = Arc::new(FakeControl::default());
+    let containers = json!([
+        {"name": "app", "image": "bb", "command": ["sleep"]},
+        {"name": "side", "image": "bb", "essential": false, "command": ["sleep"]}
+    ]);
+    {
+        let mut r = runner(dir.path(), &rt, &control, Duration::ZERO);
+        r.apply(&[task(containers.clone(), "RUNNING")], &[]);
+        until("RUNNING", || {
+            control.statuses(ARN).contains(&"RUNNING".to_string())
+        })
+        .await;
+        let path = TaskStore::new(dir.path()).path(ARN);
+        until("acked", || {
+            std::fs::read(&path)
+                .ok()
+                .and_then(|d| serde_json::from_slice::<TaskRecord>(&d).ok())
+                .and_then(|r| r.acked_status)
+                == Some(TaskStatus::Running)
+        })
+        .await;
+        r.shutdown().await;
+    }
+    // While no agent runs, the side container exits.
+    rt.exit_container("ecs-fam-1-side-", 7);
+    let n = control.reports().len();
+    let mut r = runner(dir.path(), &rt, &control, Duration::ZERO);
+    assert_eq!(r.reload().expect("reload"), 1);
+    assert_eq!(r.known_tasks(), vec![ARN.to_string()]);
+    until("side exit reported", || control.reports().len() > n).await;
+    let report = control.reports_of(ARN).pop().expect("report");
+    assert_eq!(report["status"], "RUNNING");
+    assert_eq!(container(&report, "side")["exitCode"], 7);
+    // The app container is watched again: its exit stops the task.
+    rt.exit_container("ecs-fam-1-app-", 0);
+    until("STOPPED", || {
+        control.statuses(ARN).last().map(String::as_str) == Some("STOPPED")
+    })
+    .await;
+    let stopped = control.reports_of(ARN).pop().expect("report");
+    assert_eq!(stopped["reason"], ESSENTIAL_EXITED);
+    // No container was started twice.
+    assert_eq!(
+        rt.events().iter().filter(|e| e.starts_with("run")).count(),
+        2
+    );
+    until("cleanup", || r.known_tasks().is_empty()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ecr_token_is_used_for_its_registry_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = FakeRuntime::with_images(&[], &["127.0.0.1:5000/app:1", "busybox"]);
+    let control = Arc::new(FakeControl::default());
+    control.set_ecr_token(EcrToken {
+        proxy_endpoint: "http://127.0.0.1:5000".into(),
+        username: "AWS".into(),
+        password: "tok".into(),
+        expires_at: SystemTime::now() + Duration::from_secs(3600),
+    });
+    let mut r = runner(dir.path(), &rt, &control, Duration::ZERO);
+    r.apply(
+        &[task(
+            json!([{"name": "a", "image": "127.0.0.1:5000/app:1", "command": ["sleep"]},
+                   {"name": "b", "image": "busybox", "command": ["sleep"]}]),
+            "RUNNING",
+        )],
+        &[],
+    );
+    until("RUNNING", || {
+        control.statuses(ARN).contains(&"RUNNING".to_string())
+    })
+    .await;
+    let auths = rt.lock().auths.clone();
+    assert_eq!(auths.len(), 2);
+    let a = auths[0].as_ref().expect("ECR credentials");
+    assert_eq!(
+        (a.domain.as_str(), a.username.as_str(), a.password.as_str()),
+        ("127.0.0.1:5000", "AWS", "tok")
+    );
+    assert!(auths[1].is_none());
+    r.shutdown().await;
+}
