@@ -482,9 +482,7 @@ fn ecs_control_plane_restart_loses_nothing_and_agents_reattach() {
     let runtime_id = t["containers"][0]["runtimeId"].as_str().expect("id").to_string();
 
     // kill -9 the whole server (control plane and local agent); the container keeps running.
-    e.srv.kill9();
-    let data = e.srv.data.clone();
-    e.srv = Server::serve(&data, &["--task-cleanup-wait", "0", "--heartbeat-grace", "2", "--agent-timeout", "6"]);
+    e.srv.restart_serve(&["--task-cleanup-wait", "0", "--heartbeat-grace", "2", "--agent-timeout", "6"]);
     let t = e.describe_task(&arn);
     assert_eq!(t["lastStatus"], "RUNNING", "{t}");
     assert_eq!(t["containers"][0]["runtimeId"], runtime_id.as_str());

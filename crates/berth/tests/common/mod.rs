@@ -275,13 +275,36 @@ impl Server {
     }
 
     pub fn start(kind: Kind, data: &Path, extra: &[&str]) -> Server {
+        Server::start_at(kind, data, extra, None)
+    }
+
+    /// `berth serve` again on the same ports and data (after [`Server::kill9`]).
+    pub fn restart_serve(&mut self, extra: &[&str]) {
+        self.kill9();
+        let port: u16 = self
+            .addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("registry port");
+        let api: u16 = self
+            .api_url
+            .as_deref()
+            .and_then(|u| u.rsplit(':').next())
+            .and_then(|p| p.parse().ok())
+            .expect("api port");
+        let s = Server::start_at(Kind::Serve, &self.data, extra, Some((port, api)));
+        *self = s;
+    }
+
+    fn start_at(kind: Kind, data: &Path, extra: &[&str], ports: Option<(u16, u16)>) -> Server {
         let parent = data.parent().expect("data dir has a parent");
         std::fs::create_dir_all(parent).expect("creating the test dir");
         let mut last_log = String::new();
         for attempt in 0..8 {
-            let port = free_port();
+            let port = ports.map(|p| p.0).unwrap_or_else(free_port);
             let addr = format!("127.0.0.1:{port}");
-            let api_port = (kind == Kind::Serve).then(free_port);
+            let api_port = (kind == Kind::Serve).then(|| ports.map(|p| p.1).unwrap_or_else(free_port));
             let log = parent.join(format!("berth-{port}.log"));
             let logf = std::fs::File::create(&log).expect("creating the server log");
             let mut cmd = Command::new(berth_bin());
