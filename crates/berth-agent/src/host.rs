@@ -72,6 +72,13 @@ pub fn attributes(user: &[(String, Option<String>)]) -> Vec<Value> {
         ));
     }
     attrs.extend(CAPABILITIES.iter().map(|c| (c.to_string(), None)));
+    // Every attribute a task definition's `requiresAttributes` can hold: the scheduler places
+    // a task only where all of them are present (what is not carried out is logged per task).
+    for c in berth_control::taskdef::CAPABILITY_ATTRIBUTES {
+        if !attrs.iter().any(|(n, _)| n == c) {
+            attrs.push((c.to_string(), None));
+        }
+    }
     for (name, value) in user {
         attrs.retain(|(n, _)| n != name);
         attrs.push((name.clone(), value.clone()));

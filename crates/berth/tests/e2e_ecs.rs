@@ -66,12 +66,7 @@ impl Ecs {
         args.extend_from_slice(extra);
         let srv = Server::serve(&dir.path().join("data"), &args);
         let key = read_key(&srv.data);
-        Some(Ecs {
-            dir,
-            srv,
-            aws,
-            key,
-        })
+        Some(Ecs { dir, srv, aws, key })
     }
 
     fn api(&self) -> &str {
@@ -111,7 +106,10 @@ impl Ecs {
         match self.ecs(args) {
             Ok(v) => panic!("aws ecs {args:?} succeeded, expected {code}: {v}"),
             Err(e) => {
-                assert!(e.contains(&format!("({code})")), "aws ecs {args:?}: expected {code}, got:\n{e}");
+                assert!(
+                    e.contains(&format!("({code})")),
+                    "aws ecs {args:?}: expected {code}, got:\n{e}"
+                );
                 e
             }
         }
@@ -234,7 +232,10 @@ impl Ecs {
     fn run_task(&self, family: &str) -> String {
         let r = self.ok(&["run-task", "--task-definition", family]);
         assert_eq!(r["failures"], j!([]), "{r}");
-        r["tasks"][0]["taskArn"].as_str().expect("taskArn").to_string()
+        r["tasks"][0]["taskArn"]
+            .as_str()
+            .expect("taskArn")
+            .to_string()
     }
 
     fn engine_root(&self) -> PathBuf {
@@ -290,7 +291,13 @@ fn ecs_cli_runs_a_pushed_image_serves_it_and_stops_it() {
     assert_eq!(td["taskDefinition"]["revision"], 1);
     assert_eq!(td["taskDefinition"]["status"], "ACTIVE");
 
-    let r = e.ok(&["run-task", "--task-definition", "web", "--started-by", "e2e"]);
+    let r = e.ok(&[
+        "run-task",
+        "--task-definition",
+        "web",
+        "--started-by",
+        "e2e",
+    ]);
     let task = &r["tasks"][0];
     assert_eq!(task["lastStatus"], "PROVISIONING", "{r}");
     assert_eq!(task["containerInstanceArn"], instances[0].as_str());
@@ -313,7 +320,11 @@ fn ecs_cli_runs_a_pushed_image_serves_it_and_stops_it() {
     // A real container on the host...
     assert_eq!(e.agent_containers(), vec![runtime_id.clone()]);
     let inspect = json(&e.agent_berth(&["inspect", &runtime_id]));
-    let state = if inspect.is_array() { &inspect[0]["State"] } else { &inspect["State"] };
+    let state = if inspect.is_array() {
+        &inspect[0]["State"]
+    } else {
+        &inspect["State"]
+    };
     assert_eq!(state["Status"], "running", "{inspect}");
     // ...serving its published port.
     let body = http_get(&format!("127.0.0.1:{host_port}")).expect("GET the published port");
@@ -323,12 +334,20 @@ fn ecs_cli_runs_a_pushed_image_serves_it_and_stops_it() {
     let cl = e.ok(&["describe-clusters", "--clusters", "default"]);
     assert_eq!(cl["clusters"][0]["runningTasksCount"], 1, "{cl}");
     assert_eq!(cl["clusters"][0]["registeredContainerInstancesCount"], 1);
-    let ci = e.ok(&["describe-container-instances", "--container-instances", &instances[0]]);
+    let ci = e.ok(&[
+        "describe-container-instances",
+        "--container-instances",
+        &instances[0],
+    ]);
     let ci = &ci["containerInstances"][0];
     assert_eq!(ci["agentConnected"], true);
     assert_eq!(ci["runningTasksCount"], 1);
-    let reg_mem = ci["registeredResources"][1]["integerValue"].as_i64().expect("mem");
-    let rem_mem = ci["remainingResources"][1]["integerValue"].as_i64().expect("mem");
+    let reg_mem = ci["registeredResources"][1]["integerValue"]
+        .as_i64()
+        .expect("mem");
+    let rem_mem = ci["remainingResources"][1]["integerValue"]
+        .as_i64()
+        .expect("mem");
     assert_eq!(reg_mem - rem_mem, 64);
     assert_eq!(
         e.ok(&["list-tasks", "--started-by", "e2e"])["taskArns"],
@@ -351,7 +370,11 @@ fn ecs_cli_runs_a_pushed_image_serves_it_and_stops_it() {
     // The agent cleans up (cleanup wait 0): no container left.
     let deadline = Instant::now() + Duration::from_secs(20);
     while !e.agent_containers().is_empty() {
-        assert!(Instant::now() < deadline, "containers left: {:?}", e.agent_containers());
+        assert!(
+            Instant::now() < deadline,
+            "containers left: {:?}",
+            e.agent_containers()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -429,37 +452,72 @@ fn ecs_failures_show_ecs_stop_codes_and_bad_input_stores_nothing() {
         "ClientException",
     );
     e.err(
-        &["register-task-definition", "--family", "bad", "--container-definitions",
-          &j!([{"name": "a", "image": image}]).to_string()],
+        &[
+            "register-task-definition",
+            "--family",
+            "bad",
+            "--container-definitions",
+            &j!([{"name": "a", "image": image}]).to_string(),
+        ],
         "ClientException",
     );
     e.err(
-        &["register-task-definition", "--family", "bad", "--container-definitions",
-          &j!([{"name": "a", "memory": 32, "image": ""}]).to_string()],
+        &[
+            "register-task-definition",
+            "--family",
+            "bad",
+            "--container-definitions",
+            &j!([{"name": "a", "memory": 32, "image": ""}]).to_string(),
+        ],
         "ClientException",
     );
     e.err(
-        &["register-task-definition", "--family", "bad", "--cpu", "lots", "--container-definitions",
-          &j!([{"name": "a", "image": image, "memory": 32}]).to_string()],
+        &[
+            "register-task-definition",
+            "--family",
+            "bad",
+            "--cpu",
+            "lots",
+            "--container-definitions",
+            &j!([{"name": "a", "image": image, "memory": 32}]).to_string(),
+        ],
         "ClientException",
     );
     assert_eq!(e.ok(&["list-task-definitions"]), before);
-    e.err(&["describe-task-definition", "--task-definition", "bad"], "ClientException");
+    e.err(
+        &["describe-task-definition", "--task-definition", "bad"],
+        "ClientException",
+    );
 
     // Nothing fits: failures, not a lie.
-    e.register("huge", j!([{"name": "a", "image": image, "memory": 100_000_000}]));
+    e.register(
+        "huge",
+        j!([{"name": "a", "image": image, "memory": 100_000_000}]),
+    );
     let r = e.ok(&["run-task", "--task-definition", "huge"]);
     assert_eq!(r["tasks"], j!([]));
     assert_eq!(r["failures"][0]["reason"], "RESOURCE:MEMORY", "{r}");
 
     // Unsigned and wrongly signed calls get the AWS errors.
     let mut cmd = e.aws_cmd();
-    cmd.args(["ecs", "list-clusters", "--no-sign-request", "--endpoint-url", e.api()]);
+    cmd.args([
+        "ecs",
+        "list-clusters",
+        "--no-sign-request",
+        "--endpoint-url",
+        e.api(),
+    ]);
     let err = run_fail(&mut cmd);
-    assert!(err.contains("(MissingAuthenticationTokenException)"), "{err}");
+    assert!(
+        err.contains("(MissingAuthenticationTokenException)"),
+        "{err}"
+    );
     let mut cmd = e.aws_cmd();
-    cmd.env("AWS_SECRET_ACCESS_KEY", "wrong-secret-wrong-secret-wrong-secret00")
-        .args(["ecs", "list-clusters", "--endpoint-url", e.api()]);
+    cmd.env(
+        "AWS_SECRET_ACCESS_KEY",
+        "wrong-secret-wrong-secret-wrong-secret00",
+    )
+    .args(["ecs", "list-clusters", "--endpoint-url", e.api()]);
     let err = run_fail(&mut cmd);
     assert!(err.contains("(InvalidSignatureException)"), "{err}");
 }
@@ -479,21 +537,43 @@ fn ecs_control_plane_restart_loses_nothing_and_agents_reattach() {
     );
     let arn = e.run_task("sleepy");
     let t = e.wait_status(&arn, "RUNNING", 60);
-    let runtime_id = t["containers"][0]["runtimeId"].as_str().expect("id").to_string();
+    let runtime_id = t["containers"][0]["runtimeId"]
+        .as_str()
+        .expect("id")
+        .to_string();
 
     // kill -9 the whole server (control plane and local agent); the container keeps running.
-    e.srv.restart_serve(&["--task-cleanup-wait", "0", "--heartbeat-grace", "2", "--agent-timeout", "6"]);
+    e.srv.restart_serve(&[
+        "--task-cleanup-wait",
+        "0",
+        "--heartbeat-grace",
+        "2",
+        "--agent-timeout",
+        "6",
+    ]);
     let t = e.describe_task(&arn);
     assert_eq!(t["lastStatus"], "RUNNING", "{t}");
     assert_eq!(t["containers"][0]["runtimeId"], runtime_id.as_str());
-    assert_eq!(e.wait_instance("default", 1).len(), 1, "re-registered as the same instance");
+    assert_eq!(
+        e.wait_instance("default", 1).len(),
+        1,
+        "re-registered as the same instance"
+    );
 
     // A second host: `berth agent` in its own process and engine root, joining cluster c2.
     e.ok(&["create-cluster", "--cluster-name", "c2"]);
     let agent_dir = e.dir.path().join("agent2");
     let spawn_agent = |e: &Ecs| {
         Command::new(berth_bin())
-            .args(["agent", "--cluster", "c2", "--control", e.api(), "--task-cleanup-wait", "0"])
+            .args([
+                "agent",
+                "--cluster",
+                "c2",
+                "--control",
+                e.api(),
+                "--task-cleanup-wait",
+                "0",
+            ])
             .arg("--data")
             .arg(agent_dir.join("data"))
             .arg("--engine-root")
@@ -513,7 +593,13 @@ fn ecs_control_plane_restart_loses_nothing_and_agents_reattach() {
         j!([{"name": "main", "image": image, "memory": 32, "command": ["sleep", "600"], "stopTimeout": 1}]),
         &["--network-mode", "none"],
     );
-    let r = e.ok(&["run-task", "--cluster", "c2", "--task-definition", "sleepy2"]);
+    let r = e.ok(&[
+        "run-task",
+        "--cluster",
+        "c2",
+        "--task-definition",
+        "sleepy2",
+    ]);
     let arn2 = r["tasks"][0]["taskArn"].as_str().expect("arn").to_string();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -529,7 +615,13 @@ fn ecs_control_plane_restart_loses_nothing_and_agents_reattach() {
     let _ = agent.wait();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let ci = e.ok(&["describe-container-instances", "--cluster", "c2", "--container-instances", &inst]);
+        let ci = e.ok(&[
+            "describe-container-instances",
+            "--cluster",
+            "c2",
+            "--container-instances",
+            &inst,
+        ]);
         if ci["containerInstances"][0]["agentConnected"] == false {
             break;
         }
@@ -543,14 +635,23 @@ fn ecs_control_plane_restart_loses_nothing_and_agents_reattach() {
             assert_eq!(t["tasks"][0]["stopCode"], "TerminationNotice", "{t}");
             break;
         }
-        assert!(Instant::now() < deadline, "task of the lost agent not stopped: {t}");
+        assert!(
+            Instant::now() < deadline,
+            "task of the lost agent not stopped: {t}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     // The agent comes back: same instance, and it removes the containers of its stopped task.
     let mut agent = spawn_agent(&e);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let ci = e.ok(&["describe-container-instances", "--cluster", "c2", "--container-instances", &inst]);
+        let ci = e.ok(&[
+            "describe-container-instances",
+            "--cluster",
+            "c2",
+            "--container-instances",
+            &inst,
+        ]);
         let leftovers = run_ok(
             Command::new(berth_bin())
                 .env("BERTH_ROOT", agent_dir.join("engine"))
@@ -560,7 +661,10 @@ fn ecs_control_plane_restart_loses_nothing_and_agents_reattach() {
         if ci["containerInstances"][0]["agentConnected"] == true && leftovers.trim().is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "agent did not come back or clean up: {ci} {leftovers}");
+        assert!(
+            Instant::now() < deadline,
+            "agent did not come back or clean up: {ci} {leftovers}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let _ = agent.kill();
@@ -572,7 +676,11 @@ fn ecs_control_plane_restart_loses_nothing_and_agents_reattach() {
     assert_eq!(t["containers"][0]["exitCode"], 137, "{t}");
     let deadline = Instant::now() + Duration::from_secs(20);
     while !e.agent_containers().is_empty() {
-        assert!(Instant::now() < deadline, "containers left: {:?}", e.agent_containers());
+        assert!(
+            Instant::now() < deadline,
+            "containers left: {:?}",
+            e.agent_containers()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -404,12 +404,11 @@ pub(super) fn list(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
     }
     let filter = match &i.filter {
         Some(f) => Some(
-            crate::scheduler::parse_expression(f)
+            crate::scheduler::query::Expression::parse(f)
                 .map_err(|e| invalid_param(format!("Invalid filter expression: {e}")))?,
         ),
         None => None,
     };
-    let now_secs = now() as i64;
     let items = c
         .control
         .read(|s| -> Result<Vec<(String, String)>, AwsError> {
@@ -433,7 +432,7 @@ pub(super) fn list(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
                                     x,
                                     c.control.agent_connected(&x.arn),
                                 );
-                                crate::scheduler::matches(f, &si, now_secs)
+                                f.matches(&si)
                             }
                         })
                         .map(|x| (x.id.clone(), x.arn.clone()))

@@ -67,8 +67,8 @@ pub(crate) fn scheduler_instance(r: &Region, i: &Instance, connected: bool) -> s
             .and_then(|v| v["agentVersion"].as_str())
             .unwrap_or_default()
             .to_string(),
-        running_tasks_count: u.running,
-        pending_tasks_count: u.pending,
+        running_tasks_count: u.running as u32,
+        pending_tasks_count: u.pending as u32,
     }
 }
 
@@ -433,10 +433,7 @@ fn snapshot(c: &Ctx<'_>, s: &State, cluster: &str, only: Option<&str>) -> schedu
                 .unwrap_or_default()
         })
         .unwrap_or_default();
-    scheduler::Snapshot {
-        instances,
-        now_epoch_secs: now() as i64,
-    }
+    scheduler::Snapshot::new(instances, now() as i64)
 }
 
 fn request(l: &Launch, count: usize) -> scheduler::Request {
@@ -449,6 +446,13 @@ fn request(l: &Launch, count: usize) -> scheduler::Request {
         group: l.group.clone(),
         task_definition_arn: l.td.arn.clone(),
         family: l.td.family.clone(),
+        required_attributes: l
+            .td
+            .spec
+            .requires_attributes()
+            .into_iter()
+            .map(|name| scheduler::RequiredAttribute { name, value: None })
+            .collect(),
         strategy: Vec::new(),
         constraints: Vec::new(),
     }
@@ -516,6 +520,7 @@ pub(super) fn run(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
                 .map_err(|e| invalid_param(e.to_string()))?,
         );
     }
+    scheduler::check_limits(&strategy, &constraints).map_err(|e| invalid_param(e.to_string()))?;
     let seed: u64 = rand::random();
     c.control.write(Durability::Immediate, |tx| {
         let l = validate_launch(
@@ -544,13 +549,13 @@ pub(super) fn run(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
         for pc in l.td.spec.request().placement_constraints.iter().flatten() {
             if let Some(e) = &pc.expression {
                 constraints.push(
-                    scheduler::PlacementConstraint::from_wire("memberOf", Some(e))
+                    scheduler::PlacementConstraint::from_wire_task_definition("memberOf", Some(e))
                         .map_err(|e| invalid_param(e.to_string()))?,
                 );
             }
         }
         let snap = snapshot(c, tx.state, &l.cluster.name, None);
-        if !snap.instances.iter().any(|x| x.status != "INACTIVE") {
+        if !snap.instances().iter().any(|x| x.status != "INACTIVE") {
             return Err(invalid_param(
                 "No Container Instances were found in your cluster.",
             ));
@@ -562,7 +567,7 @@ pub(super) fn run(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
         let tasks: Vec<Task> = plan
             .placements
             .iter()
-            .map(|p| new_task(c, &l, &snap.instances[p.instance].arn))
+            .map(|p| new_task(c, &l, &p.instance_arn))
             .collect();
         let out = commit_tasks(tx, &l, &tasks);
         Ok(json!({"tasks": out, "failures": failures_json(&plan)}))
@@ -608,12 +613,12 @@ pub(super) fn start(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
                 // Account tasks placed earlier in this call on the same instance.
                 let t: &Task = t;
                 if t.container_instance_arn.as_deref() == Some(&inst.arn) {
-                    if let Some(si) = snap.instances.first_mut() {
+                    snap.update_instance(0, |si| {
                         si.remaining_cpu -= t.reserved_cpu;
                         si.remaining_memory -= t.reserved_memory;
                         si.used_tcp_ports.extend(t.tcp_ports.iter().copied());
                         si.used_udp_ports.extend(t.udp_ports.iter().copied());
-                    }
+                    });
                 }
             }
             let plan = scheduler::place(&snap, &request(&l, 1), 0);

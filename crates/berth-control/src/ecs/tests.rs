@@ -313,6 +313,8 @@ fn failed_start_and_essential_exit_stop_codes() {
     let t = T::new();
     t.ok("CreateCluster", json!({}));
     web_taskdef(&t, 64);
+    // Host port 8080: one task per instance.
+    register_instance(&t, "default", 4096);
     register_instance(&t, "default", 4096);
     let r = t.ok("RunTask", json!({"taskDefinition": "web", "count": 2}));
     let a = r["tasks"][0]["taskArn"].as_str().expect("arn").to_string();
@@ -417,4 +419,79 @@ fn capacity_providers() {
         json!({"capacityProvider": "cp1"}),
         "ResourceInUseException",
     );
+}
+
+#[test]
+fn placement_strategies_constraints_and_filters() {
+    let t = T::new();
+    t.ok("CreateCluster", json!({}));
+    web_taskdef(&t, 64);
+    let a = register_instance(&t, "default", 4096);
+    let b = register_instance(&t, "default", 2048);
+    t.ok(
+        "PutAttributes",
+        json!({"attributes": [{"name": "stack", "value": "blue", "targetId": b}]}),
+    );
+    // memberOf: only b qualifies. The task needs host port 8080, so one per instance.
+    let r = t.ok(
+        "RunTask",
+        json!({"taskDefinition": "web", "count": 2,
+               "placementConstraints": [{"type": "memberOf", "expression": "attribute:stack == blue"}]}),
+    );
+    assert_eq!(r["tasks"].as_array().expect("tasks").len(), 1, "{r}");
+    assert_eq!(r["tasks"][0]["containerInstanceArn"], b.as_str());
+    let reasons: Vec<_> = r["failures"]
+        .as_array()
+        .expect("failures")
+        .iter()
+        .map(|f| f["reason"].as_str().expect("reason").to_string())
+        .collect();
+    assert!(reasons.iter().any(|x| x.contains("MemberOf")), "{r}");
+    // The next one lands on a (b's port 8080 is taken).
+    let r = t.ok(
+        "RunTask",
+        json!({"taskDefinition": "web", "placementStrategy": [{"type": "binpack", "field": "memory"}]}),
+    );
+    assert_eq!(r["tasks"][0]["containerInstanceArn"], a.as_str(), "{r}");
+    let r = t.ok("RunTask", json!({"taskDefinition": "web"}));
+    assert!(r["tasks"].as_array().expect("tasks").is_empty());
+    assert!(
+        r["failures"]
+            .as_array()
+            .expect("failures")
+            .iter()
+            .all(|f| f["reason"] == "RESOURCE:PORTS"),
+        "{r}"
+    );
+    t.err(
+        "RunTask",
+        json!({"taskDefinition": "web", "placementStrategy": [{"type": "binpack", "field": "disk"}]}),
+        "InvalidParameterException",
+    );
+    t.err(
+        "RunTask",
+        json!({"taskDefinition": "web", "placementConstraints": [{"type": "memberOf", "expression": "attribute:stack =="}]}),
+        "InvalidParameterException",
+    );
+    let l = t.ok(
+        "ListContainerInstances",
+        json!({"filter": "attribute:stack == blue"}),
+    );
+    assert_eq!(l["containerInstanceArns"], json!([b]));
+    let l = t.ok(
+        "ListContainerInstances",
+        json!({"filter": "runningTasksCount == 0"}),
+    );
+    assert_eq!(
+        l["containerInstanceArns"].as_array().expect("arns").len(),
+        2
+    );
+    // Draining instances get no new tasks.
+    t.ok(
+        "UpdateContainerInstancesState",
+        json!({"containerInstances": [a.clone(), b.clone()], "status": "DRAINING"}),
+    );
+    let r = t.ok("RunTask", json!({"taskDefinition": "web"}));
+    assert!(r["tasks"].as_array().expect("tasks").is_empty());
+    assert_eq!(r["failures"][0]["reason"], "DRAINING");
 }

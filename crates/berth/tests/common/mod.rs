@@ -304,7 +304,8 @@ impl Server {
         for attempt in 0..8 {
             let port = ports.map(|p| p.0).unwrap_or_else(free_port);
             let addr = format!("127.0.0.1:{port}");
-            let api_port = (kind == Kind::Serve).then(|| ports.map(|p| p.1).unwrap_or_else(free_port));
+            let api_port =
+                (kind == Kind::Serve).then(|| ports.map(|p| p.1).unwrap_or_else(free_port));
             let log = parent.join(format!("berth-{port}.log"));
             let logf = std::fs::File::create(&log).expect("creating the server log");
             let mut cmd = Command::new(berth_bin());
