@@ -260,6 +260,58 @@ impl Ecs {
     }
 }
 
+/// Removes what the engine roots under `dir` left: containers, networks (the default bridge
+/// too), network daemons, mounts.
+fn clean_engine(root: &Path) {
+    let berth = |args: &[&str]| {
+        Command::new(berth_bin())
+            .env("BERTH_ROOT", root)
+            .env("RUST_LOG", "error")
+            .args(args)
+            .output()
+    };
+    if let Ok(out) = berth(&["ps", "-a", "-q", "--no-trunc"]) {
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = berth(&["rm", "-f", id]);
+        }
+    }
+    if let Ok(out) = berth(&["network", "ls", "-q"]) {
+        for id in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = berth(&["network", "rm", id]);
+        }
+    }
+    let _ = Command::new("pkill")
+        .arg("-f")
+        .arg(format!("netd --root {}/netd", root.display()))
+        .status();
+    let prefix = root.display().to_string();
+    let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&prefix))
+        .map(str::to_string)
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = Command::new("umount").arg("-l").arg(&m).status();
+    }
+}
+
+impl Drop for Ecs {
+    fn drop(&mut self) {
+        // The server (and its agent) first, so nothing starts containers again.
+        self.srv.kill9();
+        let _ = Command::new("pkill")
+            .arg("-f")
+            .arg(format!("agent --cluster c2 --control {}", self.api()))
+            .status();
+        clean_engine(&self.engine_root());
+        clean_engine(&self.dir.path().join("agent2/engine"));
+        clean_engine(&self.dir.path().join("client"));
+    }
+}
+
 fn http_get(addr: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
