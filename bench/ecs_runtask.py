@@ -22,6 +22,7 @@ import argparse
 import configparser
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -111,7 +112,9 @@ class Bench:
     def one(self, td):
         """Runs one task and waits for RUNNING; returns a sample dict."""
         poll = self.a.poll / 1000.0
+        before = len(self.running)
         wall0 = time.time()
+        cpu0 = time.process_time()
         t0 = time.perf_counter()
         r = self.ecs.run_task(cluster=self.a.cluster, taskDefinition=td, count=1)
         t_call = time.perf_counter()
@@ -128,6 +131,7 @@ class Bench:
             if st == "RUNNING":
                 t1 = time.perf_counter()
                 wall1 = time.time()
+                cpu1 = time.process_time()
                 break
             if st in ("DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED"):
                 return {"ok": False, "arn": arn,
@@ -144,6 +148,8 @@ class Bench:
             "latency_ms": (t1 - t0) * 1000.0,
             "runtask_call_ms": (t_call - t0) * 1000.0,
             "polls": polls,
+            "running_before": before,
+            "client_cpu_ms": (cpu1 - cpu0) * 1000.0,
             # the task's own timestamps (ms resolution)
             "created_to_started_ms": ms(c, s),
             "created_to_pull_started_ms": ms(c, ps),
@@ -246,6 +252,7 @@ ROWS = [
     ("pull_stopped_to_started_ms", "  pullStoppedAt -> startedAt (start)"),
     ("started_to_seen_ms", "  startedAt -> RUNNING seen by client"),
     ("polls", "DescribeTasks calls per task"),
+    ("client_cpu_ms", "CPU time of this client per task (ms)"),
 ]
 
 
@@ -276,6 +283,9 @@ def main():
     p.add_argument("--poll", type=float, default=2.0, help="ms between DescribeTasks calls")
     p.add_argument("--out", required=True, help="JSON results")
     a = p.parse_args()
+    # Die of SIGINT/SIGTERM (no traceback, no clean-up here): bench/ecs sees the signal and
+    # cleans up the server and its containers itself.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
     b = Bench(a)
     warm, samples, quiet_errors, leftover = b.run()
@@ -291,13 +301,21 @@ def main():
     for key, label in ROWS:
         v = summ.get(key)
         if v:
-            fmt = "{:8.0f}" if key == "polls" else "{:8.1f}"
+            fmt = "{:8.0f}" if key in ("polls", "client_cpu_ms") else "{:8.1f}"
             print(f"{label:<44} " + " ".join(fmt.format(v[k]) for k in ("p50", "p90", "p99", "max", "min", "mean")))
     if warm:
         w = warm[0]
         print(f"warm-up task (not counted; first RunTask of the server): {w['latency_ms']:.1f} ms "
               f"(to agent {w['created_to_pull_started_ms']:.0f}, pull {w['pull_ms']:.0f}, "
               f"start {w['pull_stopped_to_started_ms']:.0f})")
+    by = {}
+    for s in ok:
+        by.setdefault(s["running_before"], []).append(s)
+    if len(by) > 1:
+        print("p50 by tasks already running (total / start): " + ", ".join(
+            f"{k}: {pct([s['latency_ms'] for s in v], 50):.0f}/"
+            f"{pct([s['pull_stopped_to_started_ms'] for s in v if s['pull_stopped_to_started_ms'] is not None], 50):.0f}"
+            for k, v in sorted(by.items())))
     slow = sorted(ok, key=lambda s: -s["latency_ms"])[:3]
     if slow:
         print("slowest: " + "; ".join(
