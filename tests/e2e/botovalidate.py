@@ -188,12 +188,12 @@ class Client:
             getattr(self.client, snake(op))(**kwargs)
         except botocore.exceptions.ClientError as e:
             got = e.response["Error"]["Code"]
+            if self.strict_errors:
+                self._check_error_body(op, code, modeled)
             check(got == code, f"{op}: expected {code}, got {got}: {e}")
             check(e.response["Error"].get("Message"), f"{op}: {code} without a message")
             status = e.response["ResponseMetadata"]["HTTPStatusCode"]
             check(400 <= status < 500, f"{op}: {code} with HTTP {status}")
-            if self.strict_errors:
-                self._check_error_body(op, code, modeled)
             VALIDATED.append(f"{op}!{code}")
             return e
         fail(f"{op} succeeded, expected {code}")

@@ -17,6 +17,7 @@ Prints a JSON summary line `{"validated": [...], ...}` last; exits 1 on the firs
 """
 
 import argparse
+import atexit
 import json
 import os
 import re
@@ -24,7 +25,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from botovalidate import VALIDATED, Client, check, fail, validate  # noqa: E402
+from botovalidate import VALIDATED, Client, check, fail, snake, validate  # noqa: E402
 
 REGION = "us-east-1"
 ARN = r"arn:aws:ecs:us-east-1:\d{12}:"
@@ -35,6 +36,8 @@ def arn_re(kind, rest):
 
 
 class Ecs(Client):
+    """The ECS client: strict error bodies, and every response validated in the hook."""
+
     def __init__(self, endpoint):
         super().__init__("ecs", endpoint, REGION, strict_errors=True, validate_all=True)
 
@@ -45,7 +48,7 @@ class Ecs(Client):
         try:
             w.wait(WaiterConfig={"Delay": 1, "MaxAttempts": 90}, **kwargs)
         except Exception as e:  # botocore.exceptions.WaiterError
-            fail(f"waiter {name}: {e}")
+            fail(f"waiter {name}: {e}; last response: {str(getattr(e, 'last_response', None))[:3000]}")
         calls = self.hook_validated[before:]
         check(calls, f"waiter {name} made no call")
         VALIDATED.append(f"{calls[0]}~{name}")
@@ -71,7 +74,7 @@ class Ecs(Client):
         """Collects `key` over botocore's paginator of `op`; every page is validated."""
         before = len(self.hook_validated)
         out, pages = [], 0
-        for page in self.client.get_paginator(re.sub(r"(?<!^)(?=[A-Z])", "_", op).lower()).paginate(
+        for page in self.client.get_paginator(snake(op)).paginate(
             PaginationConfig={"PageSize": page_size}, **kwargs
         ):
             pages += 1
@@ -80,6 +83,19 @@ class Ecs(Client):
         check(len(self.hook_validated) - before == pages, f"{op} paginator: pages not all validated")
         VALIDATED.append(f"{op}~paginator")
         return out, pages
+
+
+def stop_on_exit(ecs, cluster, task, state):
+    """Stops `task` when the script exits before it did (a failed check): no container left."""
+
+    def stop():
+        if not state.get("stopped"):
+            try:
+                ecs.client.stop_task(cluster=cluster, task=task, reason="ecs_boto3.py exiting")
+            except Exception as e:  # the server may be gone already
+                print(f"ecs_boto3.py: could not stop {task}: {e}", file=sys.stderr)
+
+    atexit.register(stop)
 
 
 def tags_of(items):
@@ -239,6 +255,8 @@ def main():
               capacityProviders=[f"{cp}-missing"], defaultCapacityProviderStrategy=[])
     ecs.error("PutClusterCapacityProviders", "ClusterNotFoundException", cluster=f"{c1}-missing",
               capacityProviders=[], defaultCapacityProviderStrategy=[])
+    # In use by c1: refused with an error the model lists for DeleteCapacityProvider.
+    ecs.error("DeleteCapacityProvider", "ClientException", capacityProvider=cp)
     ecs.call("PutClusterCapacityProviders", cluster=c1, capacityProviders=[], defaultCapacityProviderStrategy=[])
     _, doc = ecs.call("DeleteCapacityProvider", capacityProvider=cp)
     check(doc["capacityProvider"]["status"] == "INACTIVE", f"DeleteCapacityProvider {doc}")
@@ -426,6 +444,8 @@ def main():
     check(doc["failures"] == [] and len(doc["tasks"]) == 1, f"RunTask {doc}")
     t = doc["tasks"][0]
     task = t["taskArn"]
+    task_state = {}
+    stop_on_exit(ecs, cluster, task, task_state)
     check(arn_re("task", re.escape(cluster) + "/[0-9a-f]{32}").fullmatch(task), task)
     check(t["containerInstanceArn"] == inst, f"RunTask placed {t.get('containerInstanceArn')}")
     check(t["desiredStatus"] == "RUNNING", f"desiredStatus {t}")
@@ -468,13 +488,16 @@ def main():
     _, doc = ecs.call("ListTagsForResource", resourceArn=c1_arn)
     check(tags_of(doc["tags"]) == [("added", "1"), ("env", "test"), ("team", "berth")], f"cluster tags {doc}")
     ecs.error("TagResource", "InvalidParameterException", resourceArn=c1_arn, tags=[{"key": "aws:no", "value": "x"}])
-    ecs.error("ListTagsForResource", "ClusterNotFoundException" if "ClusterNotFoundException" in
-              [e.name for e in ecs.model.operation_model("ListTagsForResource").error_shapes] else "ClientException",
-              resourceArn=f"arn:aws:ecs:us-east-1:000000000000:cluster/{c1}-missing")
+    missing_td = sleep_td.rsplit(":", 1)[0] + ":99"
+    ecs.error("TagResource", "ResourceNotFoundException", resourceArn=missing_td, tags=[{"key": "k", "value": "v"}])
+    ecs.error("UntagResource", "ResourceNotFoundException", resourceArn=missing_td, tagKeys=["k"])
+    ecs.error("ListTagsForResource", "ClusterNotFoundException", resourceArn=c1_arn.replace(c1, f"{c1}-missing"))
+    ecs.error("ListTagsForResource", "ClientException", resourceArn=missing_td)
 
     # ---- stop --------------------------------------------------------------------------------
     _, doc = ecs.call("StopTask", cluster=cluster, task=task, reason="boto3 done")
     check(doc["task"]["taskArn"] == task and doc["task"]["desiredStatus"] == "STOPPED", f"StopTask {doc}")
+    task_state["stopped"] = True
     ecs.waiter("tasks_stopped", cluster=cluster, tasks=[task])
     _, doc = ecs.call("DescribeTasks", cluster=cluster, tasks=[task])
     t = doc["tasks"][0]

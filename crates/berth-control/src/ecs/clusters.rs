@@ -591,8 +591,9 @@ pub(super) fn delete_capacity_provider(c: &Ctx<'_>, input: Value) -> Result<Valu
             })
             .unwrap_or(false);
         if in_use {
+            // ResourceInUseException is not an error of DeleteCapacityProvider in the model.
             return Err(AwsError::client(
-                "ResourceInUseException",
+                "ClientException",
                 format!("The capacity provider {name} is associated with a cluster; remove it with PutClusterCapacityProviders first."),
             ));
         }

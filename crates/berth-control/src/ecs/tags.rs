@@ -4,7 +4,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{invalid_param, parse, parse_tags, Ctx};
+use super::{client_error, cluster_not_found, invalid_param, parse, parse_tags, Ctx};
 use crate::control::State;
 use crate::model::tags_json;
 use crate::store::Durability;
@@ -126,7 +126,12 @@ pub(super) fn list(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
     let i: ListInput = parse(input)?;
     c.control.read(|s| {
         if !exists(s, c, &i.resource_arn)? {
-            return Err(not_found());
+            // ResourceNotFoundException is not an error of ListTagsForResource in the model.
+            return Err(if i.resource_arn.contains(":cluster/") {
+                cluster_not_found()
+            } else {
+                client_error("The specified resource could not be found.")
+            });
         }
         let tags = s.tags.get(&i.resource_arn).cloned().unwrap_or_default();
         Ok(json!({ "tags": tags_json(&tags) }))

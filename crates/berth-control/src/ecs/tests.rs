@@ -377,7 +377,7 @@ fn tags_and_unknown_operations() {
     t.err(
         "ListTagsForResource",
         json!({"resourceArn": "arn:aws:ecs:us-east-1:123456789012:cluster/none"}),
-        "ResourceNotFoundException",
+        "ClusterNotFoundException",
     );
     t.err("Frobnicate", json!({}), "UnknownOperationException");
 }
@@ -417,7 +417,7 @@ fn capacity_providers() {
     t.err(
         "DeleteCapacityProvider",
         json!({"capacityProvider": "cp1"}),
-        "ResourceInUseException",
+        "ClientException",
     );
 }
 
