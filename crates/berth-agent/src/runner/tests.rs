@@ -341,10 +341,42 @@ async fn essential_exit_stops_the_task_in_reverse_order() {
         .collect();
     // db starts first; web (which depends on db) stops first; db had exited already.
     assert_eq!(ev, vec!["run db", "run web", "stop web"]);
-    // Not cleaned up yet (1 h wait): still known.
+    // Not cleaned up yet (1 h wait): still known, containers kept.
     assert_eq!(r.known_tasks(), vec![ARN.to_string()]);
-    // Forgotten by the control plane: removed at once.
+    assert_eq!(rt.lock().containers.len(), 2);
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_the_control_plane_forgot_is_stopped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = FakeRuntime::with_images(&["bb"], &[]);
+    let control = Arc::new(FakeControl::default());
+    let mut r = runner(dir.path(), &rt, &control, Duration::from_millis(300));
+    r.apply(
+        &[task(
+            json!([{"name": "app", "image": "bb", "command": ["sleep"]}]),
+            "RUNNING",
+        )],
+        &[],
+    );
+    until("RUNNING", || {
+        control.statuses(ARN).contains(&"RUNNING".to_string())
+    })
+    .await;
     r.apply(&[], &[ARN.to_string()]);
+    until("STOPPED", || {
+        control.statuses(ARN).last().map(String::as_str) == Some("STOPPED")
+    })
+    .await;
+    let stopped = control.reports_of(ARN).pop().expect("report");
+    assert_eq!(
+        stopped["reason"],
+        "The task is unknown to the control plane"
+    );
+    assert_eq!(container(&stopped, "app")["exitCode"], 143);
+    // Kept for the cleanup wait, then removed.
+    assert_eq!(rt.lock().containers.len(), 1);
     until("cleanup", || r.known_tasks().is_empty()).await;
     assert!(rt.lock().containers.is_empty());
 }
