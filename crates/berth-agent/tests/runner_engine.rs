@@ -485,6 +485,28 @@ async fn awsvpc_task_gets_its_subnet_network() {
     let Some(mut env) = Env::new() else { return };
     let subnet = unique("subnet-");
     env.networks.push(subnet.clone());
+    // Created here with an address range of its own (automatic ones could collide with other
+    // tests' roots creating networks at the same time); the runner finds it by name.
+    let host_nets = berth_net::host_ipv4_networks().expect("host routes");
+    let cidr = (0..64)
+        .map(|_| {
+            let mut b = [0u8; 1];
+            let _ = getrandom(&mut b);
+            format!("10.213.{}.0/24", b[0])
+                .parse::<berth_net::Ipv4Net>()
+                .expect("cidr")
+        })
+        .find(|c| !host_nets.iter().any(|h| h.overlaps(c)))
+        .expect("a free /24 in 10.213.0.0/16");
+    let opts = berth_net::CreateOptions {
+        subnet: Some(cidr),
+        ..Default::default()
+    };
+    env.engine
+        .network_store()
+        .expect("networks")
+        .create(&subnet, opts)
+        .expect("create the subnet's network");
     let control = Arc::new(FakeControl::default());
     let mut runner = env.runner(&control, Duration::ZERO);
     let arn = new_arn();
@@ -531,7 +553,8 @@ async fn awsvpc_task_gets_its_subnet_network() {
         assert!(Instant::now() < deadline, "no answer from {addr}: {body:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(net.subnet.to_string().contains('/'));
+    assert_eq!(net.subnet, cidr);
+    assert!(cidr.contains(ip.parse().expect("ip")), "{ip} in {cidr}");
     t.desired_status = "STOPPED".into();
     runner.apply(&[t], &[]);
     until("STOPPED", 60, || {
