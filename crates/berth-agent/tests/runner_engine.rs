@@ -237,6 +237,7 @@ async fn two_containers_run_report_and_stop() {
     let arn = new_arn();
     let containers = json!([
         {"name": "app", "image": IMAGE, "command": ["sleep", "1000"], "stopTimeout": 2,
+         "memory": 64,
          "environment": [{"name": "GREETING", "value": "hi"}],
          "mountPoints": [{"sourceVolume": "scratch", "containerPath": "/scratch"}]},
         {"name": "side", "image": IMAGE, "essential": false,
@@ -289,6 +290,15 @@ async fn two_containers_run_report_and_stop() {
     assert!(app.state.is_running());
     assert!(app.record.env.contains(&"GREETING=hi".to_string()));
     assert_eq!(app.record.mounts.len(), 1);
+    assert_eq!(app.record.options.memory, Some(64 << 20));
+    let id = &app.record.id;
+    let limit = [
+        format!("/sys/fs/cgroup/memory/berth/{id}/memory.limit_in_bytes"),
+        format!("/sys/fs/cgroup/berth/{id}/memory.max"),
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok());
+    assert_eq!(limit.as_deref().map(str::trim), Some("67108864"));
     assert_eq!(runner.known_tasks(), vec![arn.clone()]);
 
     runner.apply(&[task(&arn, "none", containers, "STOPPED")], &[]);
