@@ -330,6 +330,130 @@ mod tests {
             .is_none());
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn polls_apply_assignments_and_survive_control_plane_errors() {
+        use crate::testing::FakeRuntime;
+        use berth_control::proto::AssignedTask;
+        use serde_json::json;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut cfg = AgentConfig::new(
+            "prod",
+            "http://127.0.0.1:1",
+            Credentials {
+                access_key_id: "AKID".into(),
+                secret_access_key: "s".into(),
+            },
+            "/nonexistent",
+        );
+        cfg.data_dir = dir.path().join("agent");
+        cfg.task_cleanup_wait = Duration::ZERO;
+        let control = Arc::new(FakeControl::default());
+        let rt = FakeRuntime::with_images(&["bb"], &[]);
+        let arn = "arn:aws:ecs:us-east-1:000000000000:task/prod/0a0b";
+        let assigned = |desired: &str| AssignedTask {
+            task_arn: arn.into(),
+            desired_status: desired.into(),
+            last_status: "PENDING".into(),
+            task_definition: json!({"family": "f", "revision": 1, "networkMode": "none",
+                "containerDefinitions": [{"name": "app", "image": "bb", "command": ["sleep"]}]}),
+            overrides: None,
+            network_configuration: None,
+            stopped_reason: Some("Scaling down".into()),
+        };
+        control.set_assignment(1, vec![assigned("RUNNING")], vec![]);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let agent = {
+            let (cfg, control, rt) = (cfg.clone(), Arc::clone(&control), Arc::clone(&rt));
+            tokio::spawn(async move {
+                run_with(&cfg, control, rt, async {
+                    let _ = stop_rx.await;
+                })
+                .await
+            })
+        };
+        let until = |what: &'static str, f: Box<dyn Fn() -> bool + Send>| async move {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            while !f() {
+                assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        let c = Arc::clone(&control);
+        until(
+            "RUNNING",
+            Box::new(move || c.statuses(arn).contains(&"RUNNING".to_string())),
+        )
+        .await;
+        // Polls carry the version acted on and the task the agent has.
+        let c = Arc::clone(&control);
+        until(
+            "a poll knowing the task",
+            Box::new(move || {
+                c.polls()
+                    .iter()
+                    .any(|p| p.known_version == Some(1) && p.known_tasks == vec![arn.to_string()])
+            }),
+        )
+        .await;
+        let first = &control.polls()[0];
+        assert_eq!(
+            first.container_instance_arn,
+            "arn:aws:ecs:us-east-1:000000000000:container-instance/default/fake"
+        );
+        assert_eq!(first.wait_seconds, 20);
+        assert_eq!(first.known_version, None);
+        // The control plane goes away for a while: the container keeps running.
+        control.fail_next_polls(vec![
+            ClientError::Timeout { url: "u".into() },
+            ClientError::Timeout { url: "u".into() },
+        ]);
+        control.set_assignment(2, vec![assigned("RUNNING")], vec![]);
+        let c = Arc::clone(&control);
+        until(
+            "polls after the errors",
+            Box::new(move || c.polls().iter().any(|p| p.known_version == Some(2))),
+        )
+        .await;
+        assert!(rt
+            .lock()
+            .containers
+            .values()
+            .all(|(_, exit)| exit.is_none()));
+        assert_eq!(
+            control.statuses(arn).last().map(String::as_str),
+            Some("RUNNING")
+        );
+        // Stopped by the control plane, then cleaned up and no longer known.
+        control.set_assignment(3, vec![assigned("STOPPED")], vec![]);
+        let c = Arc::clone(&control);
+        until(
+            "STOPPED",
+            Box::new(move || c.statuses(arn).last().map(String::as_str) == Some("STOPPED")),
+        )
+        .await;
+        let stopped = control.reports_of(arn).pop().expect("report");
+        assert_eq!(stopped["reason"], "Scaling down");
+        control.set_assignment(4, vec![], vec![]);
+        let c = Arc::clone(&control);
+        until(
+            "task forgotten",
+            Box::new(move || {
+                c.polls()
+                    .last()
+                    .is_some_and(|p| p.known_version == Some(4) && p.known_tasks.is_empty())
+            }),
+        )
+        .await;
+        let _ = stop_tx.send(());
+        tokio::time::timeout(Duration::from_secs(10), agent)
+            .await
+            .expect("agent stops")
+            .expect("join")
+            .expect("agent result");
+        assert_eq!(control.registrations().len(), 1);
+    }
+
     #[test]
     fn retry_delays_are_bounded() {
         for f in 1..50 {

@@ -194,7 +194,8 @@ enum Cmd {
         status: String,
         reason: Option<String>,
     },
-    /// The control plane no longer knows the task: stop it and clean up at once.
+    /// The control plane no longer knows the task (or knows it as stopped): it must not run.
+    /// Cleaned up after the usual wait, so its containers can still be looked at.
     Forget,
     /// A report of this status was accepted.
     Acked(TaskStatus),
@@ -281,8 +282,8 @@ impl TaskRunner {
         v
     }
 
-    /// Acts on a poll: starts new tasks, passes desired statuses on, stops and removes the
-    /// tasks the control plane no longer knows.
+    /// Acts on a poll: starts new tasks, passes desired statuses on, stops the tasks the
+    /// control plane no longer knows (their containers are removed after the cleanup wait).
     pub fn apply(&mut self, assigned: &[AssignedTask], unknown_tasks: &[String]) {
         self.reap();
         for t in assigned {
@@ -404,7 +405,6 @@ fn spawn_actor(
         exits,
         watched: HashSet::new(),
         stop_reason: None,
-        forget: false,
     };
     let join = tokio::spawn(actor.run(reattach));
     TaskHandle { tx, join }
@@ -433,7 +433,6 @@ struct Actor {
     watched: HashSet<String>,
     /// A stop asked for (reason).
     stop_reason: Option<String>,
-    forget: bool,
 }
 
 impl Actor {
@@ -494,7 +493,6 @@ impl Actor {
                 false
             }
             Cmd::Forget => {
-                self.forget = true;
                 if self.stop_reason.is_none() {
                     self.stop_reason = Some("The task is unknown to the control plane".to_string());
                 }
@@ -1028,13 +1026,13 @@ impl Actor {
         }
     }
 
-    /// Waits `task_cleanup_wait` after the stop (at once when forgotten).
+    /// Waits `task_cleanup_wait` after the stop.
     async fn wait_cleanup(&mut self) {
         let stopped = self.rec.execution_stopped_at.unwrap_or_else(now_epoch);
         let elapsed = Duration::from_secs_f64((now_epoch() - stopped).max(0.0));
         let left = self.ctx.cfg.task_cleanup_wait.saturating_sub(elapsed);
         let deadline = tokio::time::Instant::now() + left;
-        while !self.forget {
+        loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return,
                 cmd = self.cmds.recv() => match cmd {

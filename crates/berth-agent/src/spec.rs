@@ -198,7 +198,7 @@ fn unsupported_container_fields(
     over: Option<&ContainerOverride>,
 ) -> Vec<String> {
     // Fields that only matter to the control plane or are harmless when ignored.
-    const IGNORED: &[&str] = &["links", "versionConsistency", "essential"];
+    const IGNORED: &[&str] = &["versionConsistency"];
     let mut out = Vec::new();
     for (k, v) in &c.other {
         if is_set(v) && !IGNORED.contains(&k.as_str()) {

@@ -1,14 +1,18 @@
-//! An in-process fake of the control plane for tests: records every call, answers reports
-//! with scripted failures, serves an ECR token when given one.
+//! In-process fakes for tests: a control plane that records every call (answers reports with
+//! scripted failures, serves an ECR token and an assignment when given them), and an engine.
 
-use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 use berth_aws::client::ClientError;
-use berth_control::proto::{PollRequest, PollResponse};
+use berth_control::proto::{AssignedTask, PollRequest, PollResponse};
 use serde_json::{json, Value};
 
+use berth_engine::RunSpec;
+
 use crate::control::{ControlClient, EcrToken};
+use crate::runtime::{Container, Exit, RegistryAuth, Runtime, RuntimeError, State};
 
 #[derive(Default)]
 struct Inner {
@@ -17,6 +21,8 @@ struct Inner {
     report_failures: VecDeque<Option<ClientError>>,
     registrations: Vec<Value>,
     polls: Vec<PollRequest>,
+    poll_failures: VecDeque<ClientError>,
+    assignment: (u64, Vec<AssignedTask>, Vec<String>),
     ecr: Option<EcrToken>,
 }
 
@@ -24,6 +30,7 @@ struct Inner {
 #[derive(Default)]
 pub struct FakeControl {
     inner: Mutex<Inner>,
+    changed: tokio::sync::Notify,
 }
 
 impl FakeControl {
@@ -70,6 +77,17 @@ impl FakeControl {
         self.lock().polls.clone()
     }
 
+    /// What polls return from now on (a long poll waiting on `version` returns at once).
+    pub fn set_assignment(&self, version: u64, tasks: Vec<AssignedTask>, unknown: Vec<String>) {
+        self.lock().assignment = (version, tasks, unknown);
+        self.changed.notify_waiters();
+    }
+
+    /// The next polls fail with these errors.
+    pub fn fail_next_polls(&self, errors: Vec<ClientError>) {
+        self.lock().poll_failures.extend(errors);
+    }
+
     pub fn set_ecr_token(&self, token: EcrToken) {
         self.lock().ecr = Some(token);
     }
@@ -89,12 +107,29 @@ impl ControlClient for FakeControl {
     }
 
     async fn poll(&self, req: &PollRequest) -> Result<PollResponse, ClientError> {
-        self.lock().polls.push(req.clone());
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let changed = self.changed.notified();
+        let (unchanged, failure) = {
+            let mut inner = self.lock();
+            inner.polls.push(req.clone());
+            (
+                req.known_version == Some(inner.assignment.0),
+                inner.poll_failures.pop_front(),
+            )
+        };
+        if let Some(e) = failure {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            return Err(e);
+        }
+        if unchanged {
+            let wait = Duration::from_secs(req.wait_seconds.min(2));
+            let _ = tokio::time::timeout(wait, changed).await;
+        }
+        let inner = self.lock();
+        let (version, tasks, unknown) = inner.assignment.clone();
         Ok(PollResponse {
-            version: 1,
-            tasks: Vec::new(),
-            unknown_tasks: Vec::new(),
+            version,
+            tasks,
+            unknown_tasks: unknown,
             heartbeat_seconds: 30,
         })
     }
@@ -118,5 +153,181 @@ impl ControlClient for FakeControl {
             message: "no ECR here".into(),
             request_id: None,
         })
+    }
+}
+
+/// The engine's state in [`FakeRuntime`].
+#[derive(Default)]
+pub struct FakeInner {
+    pub containers: HashMap<String, (RunSpec, Option<Exit>)>,
+    pub next: u32,
+    pub local: HashSet<String>,
+    pub registry: HashSet<String>,
+    pub events: Vec<String>,
+    pub volumes_removed: Vec<String>,
+    pub auths: Vec<Option<RegistryAuth>>,
+}
+
+/// A fake engine. Commands: `["sleep"]` runs until stopped, `["exit", "N"]` exits with N at once,
+/// `["bad"]` fails to start.
+#[derive(Default)]
+pub struct FakeRuntime {
+    inner: Mutex<FakeInner>,
+    cv: Condvar,
+}
+
+impl FakeRuntime {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, FakeInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn with_images(local: &[&str], registry: &[&str]) -> Arc<FakeRuntime> {
+        let rt = FakeRuntime::default();
+        {
+            let mut i = rt.lock();
+            i.local = local.iter().map(|s| s.to_string()).collect();
+            i.registry = registry.iter().map(|s| s.to_string()).collect();
+        }
+        Arc::new(rt)
+    }
+
+    pub fn events(&self) -> Vec<String> {
+        self.lock().events.clone()
+    }
+
+    pub fn exit_container(&self, name_prefix: &str, code: i32) {
+        let mut i = self.lock();
+        for (spec, exit) in i.containers.values_mut() {
+            if spec
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with(name_prefix))
+                && exit.is_none()
+            {
+                *exit = Some(Exit::code(code));
+            }
+        }
+        self.cv.notify_all();
+    }
+
+    fn container(&self, id: &str) -> Option<Container> {
+        let i = self.lock();
+        i.containers.get(id).map(|(_, exit)| Container {
+            id: id.to_string(),
+            published: Vec::new(),
+            ip: None,
+            state: match exit {
+                Some(e) => State::Exited(e.clone()),
+                None => State::Running,
+            },
+        })
+    }
+}
+
+impl Runtime for FakeRuntime {
+    fn pull(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<String, RuntimeError> {
+        let mut i = self.lock();
+        i.auths.push(auth.cloned());
+        i.events.push(format!("pull {image}"));
+        if i.registry.contains(image) {
+            i.local.insert(image.to_string());
+            Ok(format!("sha256:{}", "1".repeat(64)))
+        } else {
+            Err(RuntimeError::Other(format!("manifest unknown: {image}")))
+        }
+    }
+
+    fn local_image(&self, image: &str) -> Option<String> {
+        self.lock()
+            .local
+            .contains(image)
+            .then(|| format!("sha256:{}", "2".repeat(64)))
+    }
+
+    fn ensure_network(&self, name: &str) -> Result<(), RuntimeError> {
+        self.lock().events.push(format!("network {name}"));
+        Ok(())
+    }
+
+    fn run(&self, spec: &RunSpec) -> Result<Container, RuntimeError> {
+        let id = {
+            let mut i = self.lock();
+            if spec.cmd.first().map(String::as_str) == Some("bad") {
+                return Err(RuntimeError::Other("exec: \"bad\": not found".into()));
+            }
+            if !i.local.contains(&spec.image) {
+                return Err(RuntimeError::Other(format!("no such image {}", spec.image)));
+            }
+            i.next += 1;
+            let id = format!("{:064x}", i.next);
+            let exit = match spec.cmd.as_slice() {
+                [e, code] if e == "exit" => Some(Exit::code(code.parse().unwrap_or(1))),
+                _ => None,
+            };
+            let name = spec.name.clone().unwrap_or_default();
+            i.events
+                .push(format!("run {}", name.split('-').nth(3).unwrap_or(&name)));
+            i.containers.insert(id.clone(), (spec.clone(), exit));
+            id
+        };
+        self.cv.notify_all();
+        Ok(self.container(&id).expect("just created"))
+    }
+
+    fn inspect(&self, name_or_id: &str) -> Result<Option<Container>, RuntimeError> {
+        let id = {
+            let i = self.lock();
+            i.containers
+                .iter()
+                .find(|(id, (spec, _))| {
+                    *id == name_or_id || spec.name.as_deref() == Some(name_or_id)
+                })
+                .map(|(id, _)| id.clone())
+        };
+        Ok(id.and_then(|id| self.container(&id)))
+    }
+
+    fn wait(&self, id: &str, timeout: Duration) -> Result<Option<Exit>, RuntimeError> {
+        let i = self.lock();
+        let (i, _) = self
+            .cv
+            .wait_timeout_while(i, timeout, |i| {
+                i.containers.get(id).is_some_and(|(_, e)| e.is_none())
+            })
+            .unwrap_or_else(|p| p.into_inner());
+        match i.containers.get(id) {
+            Some((_, e)) => Ok(e.clone()),
+            None => Ok(Some(Exit::lost("removed"))),
+        }
+    }
+
+    fn stop(&self, id: &str, _timeout: Duration) -> Result<Option<Exit>, RuntimeError> {
+        let mut i = self.lock();
+        let name = i
+            .containers
+            .get(id)
+            .and_then(|(s, _)| s.name.clone())
+            .unwrap_or_default();
+        i.events
+            .push(format!("stop {}", name.split('-').nth(3).unwrap_or(&name)));
+        let out = i
+            .containers
+            .get_mut(id)
+            .map(|(_, exit)| exit.get_or_insert_with(|| Exit::code(143)).clone());
+        self.cv.notify_all();
+        Ok(out)
+    }
+
+    fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut i = self.lock();
+        i.containers.remove(id);
+        i.events.push("remove".into());
+        self.cv.notify_all();
+        Ok(())
+    }
+
+    fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        self.lock().volumes_removed.push(name.to_string());
+        Ok(())
     }
 }

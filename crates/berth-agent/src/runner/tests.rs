@@ -1,190 +1,10 @@
 //! The runner's lifecycle logic against a fake engine and a fake control plane (no root).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Condvar, Mutex};
-
 use berth_control::proto::AssignedTask;
-use berth_engine::RunSpec;
 use serde_json::json;
 
 use super::*;
-use crate::runtime::{Container, Exit, RegistryAuth, RuntimeError, State};
-use crate::testing::FakeControl;
-
-#[derive(Default)]
-struct Inner {
-    containers: HashMap<String, (RunSpec, Option<Exit>)>,
-    next: u32,
-    local: HashSet<String>,
-    registry: HashSet<String>,
-    events: Vec<String>,
-    volumes_removed: Vec<String>,
-    auths: Vec<Option<RegistryAuth>>,
-}
-
-/// Commands: `["sleep"]` runs until stopped, `["exit", "N"]` exits with N at once,
-/// `["bad"]` fails to start.
-#[derive(Default)]
-struct FakeRuntime {
-    inner: Mutex<Inner>,
-    cv: Condvar,
-}
-
-impl FakeRuntime {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn with_images(local: &[&str], registry: &[&str]) -> Arc<FakeRuntime> {
-        let rt = FakeRuntime::default();
-        {
-            let mut i = rt.lock();
-            i.local = local.iter().map(|s| s.to_string()).collect();
-            i.registry = registry.iter().map(|s| s.to_string()).collect();
-        }
-        Arc::new(rt)
-    }
-
-    fn events(&self) -> Vec<String> {
-        self.lock().events.clone()
-    }
-
-    fn exit_container(&self, name_prefix: &str, code: i32) {
-        let mut i = self.lock();
-        for (spec, exit) in i.containers.values_mut() {
-            if spec
-                .name
-                .as_deref()
-                .is_some_and(|n| n.starts_with(name_prefix))
-                && exit.is_none()
-            {
-                *exit = Some(Exit::code(code));
-            }
-        }
-        self.cv.notify_all();
-    }
-
-    fn container(&self, id: &str) -> Option<Container> {
-        let i = self.lock();
-        i.containers.get(id).map(|(_, exit)| Container {
-            id: id.to_string(),
-            published: Vec::new(),
-            ip: None,
-            state: match exit {
-                Some(e) => State::Exited(e.clone()),
-                None => State::Running,
-            },
-        })
-    }
-}
-
-impl Runtime for FakeRuntime {
-    fn pull(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<String, RuntimeError> {
-        let mut i = self.lock();
-        i.auths.push(auth.cloned());
-        i.events.push(format!("pull {image}"));
-        if i.registry.contains(image) {
-            i.local.insert(image.to_string());
-            Ok(format!("sha256:{}", "1".repeat(64)))
-        } else {
-            Err(RuntimeError::Other(format!("manifest unknown: {image}")))
-        }
-    }
-
-    fn local_image(&self, image: &str) -> Option<String> {
-        self.lock()
-            .local
-            .contains(image)
-            .then(|| format!("sha256:{}", "2".repeat(64)))
-    }
-
-    fn ensure_network(&self, name: &str) -> Result<(), RuntimeError> {
-        self.lock().events.push(format!("network {name}"));
-        Ok(())
-    }
-
-    fn run(&self, spec: &RunSpec) -> Result<Container, RuntimeError> {
-        let id = {
-            let mut i = self.lock();
-            if spec.cmd.first().map(String::as_str) == Some("bad") {
-                return Err(RuntimeError::Other("exec: \"bad\": not found".into()));
-            }
-            if !i.local.contains(&spec.image) {
-                return Err(RuntimeError::Other(format!("no such image {}", spec.image)));
-            }
-            i.next += 1;
-            let id = format!("{:064x}", i.next);
-            let exit = match spec.cmd.as_slice() {
-                [e, code] if e == "exit" => Some(Exit::code(code.parse().unwrap_or(1))),
-                _ => None,
-            };
-            let name = spec.name.clone().unwrap_or_default();
-            i.events
-                .push(format!("run {}", name.split('-').nth(3).unwrap_or(&name)));
-            i.containers.insert(id.clone(), (spec.clone(), exit));
-            id
-        };
-        self.cv.notify_all();
-        Ok(self.container(&id).expect("just created"))
-    }
-
-    fn inspect(&self, name_or_id: &str) -> Result<Option<Container>, RuntimeError> {
-        let id = {
-            let i = self.lock();
-            i.containers
-                .iter()
-                .find(|(id, (spec, _))| {
-                    *id == name_or_id || spec.name.as_deref() == Some(name_or_id)
-                })
-                .map(|(id, _)| id.clone())
-        };
-        Ok(id.and_then(|id| self.container(&id)))
-    }
-
-    fn wait(&self, id: &str, timeout: Duration) -> Result<Option<Exit>, RuntimeError> {
-        let i = self.lock();
-        let (i, _) = self
-            .cv
-            .wait_timeout_while(i, timeout, |i| {
-                i.containers.get(id).is_some_and(|(_, e)| e.is_none())
-            })
-            .unwrap_or_else(|p| p.into_inner());
-        match i.containers.get(id) {
-            Some((_, e)) => Ok(e.clone()),
-            None => Ok(Some(Exit::lost("removed"))),
-        }
-    }
-
-    fn stop(&self, id: &str, _timeout: Duration) -> Result<Option<Exit>, RuntimeError> {
-        let mut i = self.lock();
-        let name = i
-            .containers
-            .get(id)
-            .and_then(|(s, _)| s.name.clone())
-            .unwrap_or_default();
-        i.events
-            .push(format!("stop {}", name.split('-').nth(3).unwrap_or(&name)));
-        let out = i
-            .containers
-            .get_mut(id)
-            .map(|(_, exit)| exit.get_or_insert_with(|| Exit::code(143)).clone());
-        self.cv.notify_all();
-        Ok(out)
-    }
-
-    fn remove(&self, id: &str) -> Result<(), RuntimeError> {
-        let mut i = self.lock();
-        i.containers.remove(id);
-        i.events.push("remove".into());
-        self.cv.notify_all();
-        Ok(())
-    }
-
-    fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
-        self.lock().volumes_removed.push(name.to_string());
-        Ok(())
-    }
-}
+use crate::testing::{FakeControl, FakeRuntime};
 
 const ARN: &str =
     "arn:aws:ecs:us-east-1:000000000000:task/default/11112222333344445555666677778888";
@@ -341,10 +161,42 @@ async fn essential_exit_stops_the_task_in_reverse_order() {
         .collect();
     // db starts first; web (which depends on db) stops first; db had exited already.
     assert_eq!(ev, vec!["run db", "run web", "stop web"]);
-    // Not cleaned up yet (1 h wait): still known.
+    // Not cleaned up yet (1 h wait): still known, containers kept.
     assert_eq!(r.known_tasks(), vec![ARN.to_string()]);
-    // Forgotten by the control plane: removed at once.
+    assert_eq!(rt.lock().containers.len(), 2);
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_the_control_plane_forgot_is_stopped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = FakeRuntime::with_images(&["bb"], &[]);
+    let control = Arc::new(FakeControl::default());
+    let mut r = runner(dir.path(), &rt, &control, Duration::from_millis(300));
+    r.apply(
+        &[task(
+            json!([{"name": "app", "image": "bb", "command": ["sleep"]}]),
+            "RUNNING",
+        )],
+        &[],
+    );
+    until("RUNNING", || {
+        control.statuses(ARN).contains(&"RUNNING".to_string())
+    })
+    .await;
     r.apply(&[], &[ARN.to_string()]);
+    until("STOPPED", || {
+        control.statuses(ARN).last().map(String::as_str) == Some("STOPPED")
+    })
+    .await;
+    let stopped = control.reports_of(ARN).pop().expect("report");
+    assert_eq!(
+        stopped["reason"],
+        "The task is unknown to the control plane"
+    );
+    assert_eq!(container(&stopped, "app")["exitCode"], 143);
+    // Kept for the cleanup wait, then removed.
+    assert_eq!(rt.lock().containers.len(), 1);
     until("cleanup", || r.known_tasks().is_empty()).await;
     assert!(rt.lock().containers.is_empty());
 }

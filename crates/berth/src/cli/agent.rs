@@ -47,7 +47,10 @@ pub struct AgentArgs {
 }
 
 fn agent_credentials(a: &AgentArgs) -> anyhow::Result<Credentials> {
-    match (&a.access_key_id, &a.secret_access_key, &a.credentials_file) {
+    // An empty value (e.g. `BERTH_ACCESS_KEY_ID=`) counts as not given.
+    let given = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    let (id, secret) = (given(&a.access_key_id), given(&a.secret_access_key));
+    match (&id, &secret, &a.credentials_file) {
         (Some(id), Some(secret), _) => Ok(Credentials {
             access_key_id: id.clone(),
             secret_access_key: secret.clone(),

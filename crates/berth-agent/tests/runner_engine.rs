@@ -1,0 +1,577 @@
+//! The task runner on a real engine (root only): real containers from a busybox image made
+//! from Debian's busybox-static, a fake control plane in process that records the reports.
+//! Each test has its own engine root, data directory and network names; `Env`'s `Drop`
+//! removes containers, volumes, networks and mounts even when the test fails.
+//! Without root: skipped with a notice, or failed when `BERTH_REQUIRE_ROOT=1`.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_agent::runner::ESSENTIAL_EXITED;
+use berth_agent::testing::FakeControl;
+use berth_agent::{ControlClient, EngineRuntime, RunnerConfig, Runtime, TaskRunner};
+use berth_control::proto::AssignedTask;
+use berth_engine::{Engine, RegistryOptions};
+use serde_json::{json, Value};
+
+const APPLETS: &[&str] = &["sh", "true", "false", "echo", "sleep", "cat", "httpd", "ls"];
+/// A registry nothing listens on: pulls fail at once and the local image is used.
+const IMAGE: &str = "localhost:1/agent-test/bb:1";
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+    engine: Engine,
+    networks: Vec<String>,
+}
+
+impl Env {
+    fn new() -> Option<Env> {
+        if !is_root() {
+            assert!(
+                std::env::var("BERTH_REQUIRE_ROOT").as_deref() != Ok("1"),
+                "agent engine tests need root (BERTH_REQUIRE_ROOT=1)"
+            );
+            eprintln!("skipping: agent engine tests need root");
+            return None;
+        }
+        assert!(
+            Path::new("/bin/busybox").exists(),
+            "busybox-static is not installed"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("berth-agent-test-")
+            .tempdir()
+            .expect("tempdir");
+        let fs = dir.path().join("fs");
+        std::fs::create_dir_all(fs.join("bin")).expect("mkdir");
+        std::fs::create_dir_all(fs.join("tmp")).expect("mkdir");
+        std::fs::create_dir_all(fs.join("www")).expect("mkdir");
+        std::fs::write(fs.join("www/index.html"), "hello from a task\n").expect("write");
+        std::fs::copy("/bin/busybox", fs.join("bin/busybox")).expect("copy busybox");
+        for a in APPLETS {
+            std::os::unix::fs::symlink("busybox", fs.join("bin").join(a)).expect("symlink");
+        }
+        let tar = dir.path().join("rootfs.tar");
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(&fs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .expect("tar");
+        assert!(st.success());
+        let root = dir.path().join("engine");
+        let engine =
+            Engine::open(&root, env!("CARGO_BIN_EXE_berth-agent-test-shim")).expect("engine");
+        engine
+            .import_image(&tar, IMAGE, &[r#"CMD ["/bin/sh"]"#.to_string()])
+            .expect("import");
+        Some(Env {
+            dir,
+            root,
+            engine,
+            networks: Vec::new(),
+        })
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("agent")
+    }
+
+    fn runtime(&self) -> Arc<dyn Runtime> {
+        Arc::new(EngineRuntime::new(
+            self.engine.clone(),
+            RegistryOptions::from_env(),
+        ))
+    }
+
+    fn runner(&self, control: &Arc<FakeControl>, cleanup: Duration) -> TaskRunner {
+        TaskRunner::new(
+            RunnerConfig {
+                cluster: "test".into(),
+                data_dir: self.data(),
+                task_cleanup_wait: cleanup,
+            },
+            self.runtime(),
+            Arc::clone(control) as Arc<dyn ControlClient>,
+        )
+    }
+
+    fn container_count(&self) -> usize {
+        self.engine.containers(true).map(|c| c.len()).unwrap_or(0)
+    }
+
+    fn mounts_under_root(&self) -> Vec<String> {
+        let root = self.root.display().to_string();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&root))
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Ok(cs) = self.engine.containers(true) {
+            for c in cs {
+                let _ = self.engine.remove_with_volumes(&c.record.id, true, true);
+            }
+        }
+        if let Ok(vs) = self.engine.volumes() {
+            for v in vs {
+                let _ = self.engine.volume_remove(&v.record.name, true);
+            }
+        }
+        if let Ok(store) = self.engine.network_store() {
+            for n in &self.networks {
+                let _ = store.remove(n);
+            }
+        }
+        // This root's network daemon (started by the engine for bridge networks), by pid.
+        for pid in netd_pids(&self.root.join("netd")) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        for m in self.mounts_under_root() {
+            let _ = Command::new("umount").arg("-l").arg(&m).status();
+        }
+    }
+}
+
+/// Pids of processes whose arguments are `<exe> netd --root <netd_root>`.
+fn netd_pids(netd_root: &Path) -> Vec<i32> {
+    let want = netd_root.display().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                args.len() >= 4
+                    && args[1] == b"netd"
+                    && args[2] == b"--root"
+                    && args[3] == want.as_bytes()
+            })
+        })
+        .collect()
+}
+
+fn unique(prefix: &str) -> String {
+    let mut b = [0u8; 4];
+    let _ = getrandom(&mut b);
+    format!("{prefix}{}", hex(&b))
+}
+
+fn getrandom(b: &mut [u8]) -> std::io::Result<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")?.read_exact(b)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn task(arn: &str, network_mode: &str, containers: Value, desired: &str) -> AssignedTask {
+    AssignedTask {
+        task_arn: arn.into(),
+        desired_status: desired.into(),
+        last_status: "PROVISIONING".into(),
+        task_definition: json!({"family": "agent-test", "revision": 1,
+            "networkMode": network_mode,
+            "volumes": [{"name": "scratch"}],
+            "containerDefinitions": containers}),
+        overrides: None,
+        network_configuration: None,
+        stopped_reason: None,
+    }
+}
+
+fn new_arn() -> String {
+    format!(
+        "arn:aws:ecs:us-east-1:000000000000:task/test/{}",
+        unique("")
+    )
+}
+
+async fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn last_status(control: &FakeControl, arn: &str) -> Option<String> {
+    control.statuses(arn).pop()
+}
+
+fn container<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["containers"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["containerName"] == name))
+        .unwrap_or_else(|| panic!("no container {name} in {report}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_containers_run_report_and_stop() {
+    let Some(env) = Env::new() else { return };
+    let control = Arc::new(FakeControl::default());
+    let mut runner = env.runner(&control, Duration::ZERO);
+    let arn = new_arn();
+    let containers = json!([
+        {"name": "app", "image": IMAGE, "command": ["sleep", "1000"], "stopTimeout": 2,
+         "memory": 64,
+         "environment": [{"name": "GREETING", "value": "hi"}],
+         "mountPoints": [{"sourceVolume": "scratch", "containerPath": "/scratch"}]},
+        {"name": "side", "image": IMAGE, "essential": false,
+         "entryPoint": ["sh", "-c"], "command": ["echo $GREETING; exit 3"],
+         "environment": [{"name": "GREETING", "value": "side"}]}
+    ]);
+    runner.apply(&[task(&arn, "none", containers.clone(), "RUNNING")], &[]);
+    until("RUNNING, then the side container's exit", 60, || {
+        let s = control.statuses(&arn);
+        s.len() >= 4 || s.last().is_some_and(|l| l == "STOPPED")
+    })
+    .await;
+    let statuses = control.statuses(&arn);
+    assert_eq!(
+        statuses[..4],
+        ["PENDING", "ACTIVATING", "RUNNING", "RUNNING"],
+        "{:#?}",
+        control.reports_of(&arn)
+    );
+    let reports = control.reports_of(&arn);
+    let running = &reports[2];
+    for name in ["app", "side"] {
+        let c = container(running, name);
+        let id = c["runtimeId"].as_str().expect("runtimeId");
+        assert_eq!(id.len(), 64);
+        let info = env.engine.container(id).expect("engine container");
+        assert!(info
+            .record
+            .name
+            .starts_with(&format!("ecs-agent-test-1-{name}-")));
+        assert!(c["imageDigest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")));
+    }
+    let change = &reports[3];
+    assert_eq!(container(change, "side")["status"], "STOPPED");
+    assert_eq!(container(change, "side")["exitCode"], 3);
+    assert_eq!(container(change, "app")["status"], "RUNNING");
+    // The side container's argv was entryPoint + command with its own environment.
+    let side_id = container(running, "side")["runtimeId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let log = std::fs::read_to_string(env.engine.log_path(&side_id)).expect("log");
+    assert!(log.contains("side\\n"), "{log}");
+    let app = env
+        .engine
+        .container(container(running, "app")["runtimeId"].as_str().expect("id"))
+        .expect("app");
+    assert!(app.state.is_running());
+    assert!(app.record.env.contains(&"GREETING=hi".to_string()));
+    assert_eq!(app.record.mounts.len(), 1);
+    assert_eq!(app.record.options.memory, Some(64 << 20));
+    let id = &app.record.id;
+    let limit = [
+        format!("/sys/fs/cgroup/memory/berth/{id}/memory.limit_in_bytes"),
+        format!("/sys/fs/cgroup/berth/{id}/memory.max"),
+    ]
+    .iter()
+    .find_map(|p| std::fs::read_to_string(p).ok());
+    assert_eq!(limit.as_deref().map(str::trim), Some("67108864"));
+    assert_eq!(runner.known_tasks(), vec![arn.clone()]);
+
+    runner.apply(&[task(&arn, "none", containers, "STOPPED")], &[]);
+    until("STOPPED", 60, || {
+        last_status(&control, &arn).as_deref() == Some("STOPPED")
+    })
+    .await;
+    assert_eq!(
+        control.statuses(&arn)[4..],
+        ["DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED"]
+    );
+    let stopped = control.reports_of(&arn).pop().expect("stopped");
+    // sleep as PID 1 ignores SIGTERM: killed after its 2 s stopTimeout.
+    let app_code = container(&stopped, "app")["exitCode"].as_i64();
+    assert!(matches!(app_code, Some(137) | Some(143)), "{stopped}");
+    assert_eq!(container(&stopped, "side")["exitCode"], 3);
+    assert!(stopped["executionStoppedAt"].as_f64().is_some());
+    // Cleanup (no wait): containers, the task volume and the record are gone.
+    until("cleanup", 30, || runner.known_tasks().is_empty()).await;
+    assert_eq!(env.container_count(), 0);
+    assert!(env.engine.volumes().expect("volumes").is_empty());
+    assert!(std::fs::read_dir(env.data().join("tasks"))
+        .expect("tasks dir")
+        .next()
+        .is_none());
+    runner.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn essential_exit_stops_the_task() {
+    let Some(env) = Env::new() else { return };
+    let control = Arc::new(FakeControl::default());
+    let mut runner = env.runner(&control, Duration::from_secs(3));
+    let arn = new_arn();
+    runner.apply(
+        &[task(
+            &arn,
+            "none",
+            json!([
+                {"name": "main", "image": IMAGE, "command": ["sh", "-c", "sleep 1; exit 5"]},
+                {"name": "helper", "image": IMAGE, "essential": false,
+                 "command": ["sleep", "1000"], "stopTimeout": 1}
+            ]),
+            "RUNNING",
+        )],
+        &[],
+    );
+    until("STOPPED", 60, || {
+        last_status(&control, &arn).as_deref() == Some("STOPPED")
+    })
+    .await;
+    let stopped = control.reports_of(&arn).pop().expect("stopped");
+    assert_eq!(stopped["reason"], ESSENTIAL_EXITED);
+    assert_eq!(container(&stopped, "main")["exitCode"], 5);
+    assert!(container(&stopped, "helper")["exitCode"].as_i64().is_some());
+    let statuses = control.statuses(&arn);
+    assert!(statuses.contains(&"RUNNING".to_string()), "{statuses:?}");
+    // Kept for the cleanup wait (3 s), not running; then removed.
+    assert_eq!(env.container_count(), 2);
+    assert!(env.engine.containers(false).expect("containers").is_empty());
+    assert_eq!(runner.known_tasks(), vec![arn.clone()]);
+    until("cleanup", 30, || runner.known_tasks().is_empty()).await;
+    assert_eq!(env.container_count(), 0);
+    runner.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_image_is_cannot_pull() {
+    let Some(env) = Env::new() else { return };
+    let control = Arc::new(FakeControl::default());
+    let mut runner = env.runner(&control, Duration::ZERO);
+    let arn = new_arn();
+    runner.apply(
+        &[task(
+            &arn,
+            "none",
+            json!([{"name": "app", "image": "localhost:1/agent-test/missing:1"}]),
+            "RUNNING",
+        )],
+        &[],
+    );
+    until("STOPPED", 60, || {
+        last_status(&control, &arn).as_deref() == Some("STOPPED")
+    })
+    .await;
+    assert_eq!(control.statuses(&arn), vec!["PENDING", "STOPPED"]);
+    let stopped = control.reports_of(&arn).pop().expect("stopped");
+    let reason = stopped["reason"].as_str().expect("reason");
+    assert!(reason.starts_with("CannotPullContainerError: "), "{reason}");
+    assert_eq!(container(&stopped, "app")["reason"], reason);
+    until("cleanup", 30, || runner.known_tasks().is_empty()).await;
+    assert_eq!(env.container_count(), 0);
+
+    // A command that does not exist: CannotStartContainerError.
+    let arn2 = new_arn();
+    runner.apply(
+        &[task(
+            &arn2,
+            "none",
+            json!([{"name": "app", "image": IMAGE, "command": ["/no/such/binary"]}]),
+            "RUNNING",
+        )],
+        &[],
+    );
+    until("STOPPED", 60, || {
+        last_status(&control, &arn2).as_deref() == Some("STOPPED")
+    })
+    .await;
+    let stopped = control.reports_of(&arn2).pop().expect("stopped");
+    let reason = stopped["reason"].as_str().expect("reason");
+    assert!(
+        reason.starts_with("CannotStartContainerError: "),
+        "{reason}"
+    );
+    until("cleanup", 30, || runner.known_tasks().is_empty()).await;
+    assert_eq!(env.container_count(), 0);
+    runner.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reattach_after_the_runner_is_recreated() {
+    let Some(env) = Env::new() else { return };
+    let control = Arc::new(FakeControl::default());
+    let arn = new_arn();
+    let containers = json!([
+        {"name": "app", "image": IMAGE, "command": ["sleep", "1000"], "stopTimeout": 1},
+        {"name": "late", "image": IMAGE, "essential": false,
+         "command": ["sh", "-c", "sleep 3; exit 4"]}
+    ]);
+    let ids: Vec<String>;
+    {
+        let mut runner = env.runner(&control, Duration::ZERO);
+        runner.apply(&[task(&arn, "none", containers.clone(), "RUNNING")], &[]);
+        until("RUNNING", 60, || {
+            control.statuses(&arn).contains(&"RUNNING".to_string())
+        })
+        .await;
+        let running = control
+            .reports_of(&arn)
+            .into_iter()
+            .find(|r| r["status"] == "RUNNING")
+            .expect("running");
+        ids = ["app", "late"]
+            .iter()
+            .map(|n| {
+                container(&running, n)["runtimeId"]
+                    .as_str()
+                    .expect("id")
+                    .to_string()
+            })
+            .collect();
+        drop(runner);
+    }
+    // No runner while `late` exits.
+    let late = env
+        .engine
+        .wait(&ids[1], Duration::from_secs(30))
+        .expect("wait");
+    assert_eq!(late.map(|e| e.exit_code), Some(4));
+    assert!(env
+        .engine
+        .container(&ids[0])
+        .expect("app")
+        .state
+        .is_running());
+
+    let mut runner = env.runner(&control, Duration::ZERO);
+    assert_eq!(runner.reload().expect("reload"), 1);
+    assert_eq!(runner.known_tasks(), vec![arn.clone()]);
+    until("the exit noticed after the restart", 30, || {
+        control
+            .reports_of(&arn)
+            .iter()
+            .any(|r| r["status"] == "RUNNING" && container(r, "late")["exitCode"] == 4)
+    })
+    .await;
+    // Same containers, none started again.
+    assert_eq!(env.container_count(), 2);
+    runner.apply(&[task(&arn, "none", containers, "STOPPED")], &[]);
+    until("STOPPED", 60, || {
+        last_status(&control, &arn).as_deref() == Some("STOPPED")
+    })
+    .await;
+    let stopped = control.reports_of(&arn).pop().expect("stopped");
+    assert_eq!(container(&stopped, "app")["runtimeId"], ids[0]);
+    assert!(container(&stopped, "app")["exitCode"].as_i64().is_some());
+    until("cleanup", 30, || runner.known_tasks().is_empty()).await;
+    assert_eq!(env.container_count(), 0);
+    runner.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awsvpc_task_gets_its_subnet_network() {
+    let Some(mut env) = Env::new() else { return };
+    let subnet = unique("subnet-");
+    env.networks.push(subnet.clone());
+    // Created here with an address range of its own (automatic ones could collide with other
+    // tests' roots creating networks at the same time); the runner finds it by name.
+    let host_nets = berth_net::host_ipv4_networks().expect("host routes");
+    let cidr = (0..64)
+        .map(|_| {
+            let mut b = [0u8; 1];
+            let _ = getrandom(&mut b);
+            format!("10.213.{}.0/24", b[0])
+                .parse::<berth_net::Ipv4Net>()
+                .expect("cidr")
+        })
+        .find(|c| !host_nets.iter().any(|h| h.overlaps(c)))
+        .expect("a free /24 in 10.213.0.0/16");
+    let opts = berth_net::CreateOptions {
+        subnet: Some(cidr),
+        ..Default::default()
+    };
+    env.engine
+        .network_store()
+        .expect("networks")
+        .create(&subnet, opts)
+        .expect("create the subnet's network");
+    let control = Arc::new(FakeControl::default());
+    let mut runner = env.runner(&control, Duration::ZERO);
+    let arn = new_arn();
+    let mut t = task(
+        &arn,
+        "awsvpc",
+        json!([{"name": "web", "image": IMAGE, "command": ["httpd", "-f", "-p", "8080", "-h", "/www"],
+                "portMappings": [{"containerPort": 8080, "protocol": "tcp"}], "stopTimeout": 1}]),
+        "RUNNING",
+    );
+    t.network_configuration = Some(json!({"awsvpcConfiguration": {"subnets": [subnet]}}));
+    runner.apply(&[t.clone()], &[]);
+    until("RUNNING", 60, || {
+        let s = last_status(&control, &arn);
+        s.as_deref() == Some("RUNNING") || s.as_deref() == Some("STOPPED")
+    })
+    .await;
+    let running = control.reports_of(&arn).pop().expect("running");
+    assert_eq!(running["status"], "RUNNING", "{running}");
+    let binding = &container(&running, "web")["networkBindings"][0];
+    assert_eq!(binding["containerPort"], 8080);
+    assert_eq!(binding["hostPort"], 8080);
+    let ip = binding["bindIP"].as_str().expect("bindIP").to_string();
+    let net = env
+        .engine
+        .network_store()
+        .expect("networks")
+        .get(&subnet)
+        .expect("the subnet's network");
+    assert!(ip != "0.0.0.0", "{binding}");
+    // Reachable from the host at the task's own address.
+    let addr: std::net::SocketAddr = format!("{ip}:8080").parse().expect("addr");
+    let mut body = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            use std::io::{Read, Write};
+            let _ = s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n");
+            let _ = s.read_to_string(&mut body);
+            if body.contains("hello from a task") {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "no answer from {addr}: {body:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(net.subnet, cidr);
+    assert!(cidr.contains(ip.parse().expect("ip")), "{ip} in {cidr}");
+    t.desired_status = "STOPPED".into();
+    runner.apply(&[t], &[]);
+    until("STOPPED", 60, || {
+        last_status(&control, &arn).as_deref() == Some("STOPPED")
+    })
+    .await;
+    until("cleanup", 30, || runner.known_tasks().is_empty()).await;
+    assert_eq!(env.container_count(), 0);
+    runner.shutdown().await;
+}
