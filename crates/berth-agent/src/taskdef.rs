@@ -239,38 +239,23 @@ pub(crate) fn is_set(v: &Value) -> bool {
     }
 }
 
-/// ECS CPU units from a task-level `cpu` (`"256"`, `256`, `"1 vCPU"`, `"0.5 vcpu"`).
+/// ECS CPU units from a task-level `cpu` (`"256"`, `256`, `"1 vCPU"`, `"0.5 vcpu"`); strings
+/// are read by the control plane's own parser.
 pub(crate) fn cpu_units(v: &Value) -> Option<f64> {
     match v {
         Value::Number(n) => n.as_f64(),
-        Value::String(s) => {
-            let s = s.trim().to_ascii_lowercase();
-            if let Some(vcpu) = s.strip_suffix("vcpu") {
-                vcpu.trim().parse::<f64>().ok().map(|c| c * 1024.0)
-            } else {
-                s.parse().ok()
-            }
-        }
+        Value::String(s) => berth_control::taskdef::parse_task_cpu(s).map(f64::from),
         _ => None,
     }
     .filter(|c| *c > 0.0)
 }
 
-/// MiB from a task-level `memory` (`"512"`, `512`, `"1 GB"`, `"2gb"`).
+/// MiB from a task-level `memory` (`"512"`, `512`, `"1 GB"`, `"2gb"`); strings are read by the
+/// control plane's own parser.
 pub(crate) fn memory_mib(v: &Value) -> Option<i64> {
     match v {
         Value::Number(n) => n.as_i64(),
-        Value::String(s) => {
-            let s = s.trim().to_ascii_lowercase();
-            if let Some(gb) = s.strip_suffix("gb") {
-                gb.trim()
-                    .parse::<f64>()
-                    .ok()
-                    .map(|g| (g * 1024.0).round() as i64)
-            } else {
-                s.strip_suffix("mb").unwrap_or(&s).trim().parse().ok()
-            }
-        }
+        Value::String(s) => berth_control::taskdef::parse_task_memory(s).map(i64::from),
         _ => None,
     }
     .filter(|m| *m > 0)
