@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::model::{CapacityProvider, Cluster, Instance, Tag, Task, TaskDefRecord};
+use crate::model::{CapacityProvider, Cluster, Instance, Service, Tag, Task, TaskDefRecord};
 use crate::store::{Durability, Store, StoreError, Write};
 
 /// Settings of the control plane.
@@ -48,6 +48,8 @@ pub struct Region {
     /// cluster name → instance id → instance.
     pub instances: BTreeMap<String, BTreeMap<String, Instance>>,
     pub capacity_providers: BTreeMap<String, CapacityProvider>,
+    /// cluster name → service name → service.
+    pub services: BTreeMap<String, BTreeMap<String, Service>>,
 }
 
 /// All state.
@@ -80,6 +82,8 @@ pub struct Control {
     pub cfg: ControlConfig,
     watches: Mutex<HashMap<String, Watch>>,
     version_base: u64,
+    /// Woken after every committed change (the service controller waits on it).
+    changed: Arc<Notify>,
 }
 
 /// Errors of opening the control plane.
@@ -124,6 +128,9 @@ pub fn instance_key(region: &str, cluster: &str, id: &str) -> String {
 }
 pub fn capacity_provider_key(region: &str, name: &str) -> String {
     format!("capacity-provider/{region}/{name}")
+}
+pub fn service_key(region: &str, cluster: &str, name: &str) -> String {
+    format!("service/{region}/{cluster}/{name}")
 }
 pub fn tags_key(arn: &str) -> String {
     format!("tags/{arn}")
@@ -256,6 +263,24 @@ impl Tx<'_> {
             .insert(c.name.clone(), c);
     }
 
+    pub fn put_service(&mut self, sv: Service) {
+        let region = sv.region.clone();
+        self.put(service_key(&region, &sv.cluster, &sv.name), &sv);
+        self.region(&region)
+            .services
+            .entry(sv.cluster.clone())
+            .or_default()
+            .insert(sv.name.clone(), sv);
+    }
+
+    pub fn delete_service(&mut self, region: &str, cluster: &str, name: &str) {
+        self.writes
+            .push(Write::Delete(service_key(region, cluster, name)));
+        if let Some(m) = self.region(region).services.get_mut(cluster) {
+            m.remove(name);
+        }
+    }
+
     pub fn set_tags(&mut self, arn: &str, tags: Vec<Tag>) {
         if tags.is_empty() {
             self.writes.push(Write::Delete(tags_key(arn)));
@@ -338,6 +363,17 @@ impl Control {
                 .capacity_providers
                 .insert(c.name.clone(), c);
         }
+        for (k, v) in store.scan("service/")? {
+            let sv: Service = decode(&k, &v)?;
+            state
+                .regions
+                .entry(sv.region.clone())
+                .or_default()
+                .services
+                .entry(sv.cluster.clone())
+                .or_default()
+                .insert(sv.name.clone(), sv);
+        }
         for (k, v) in store.scan("tags/")? {
             let t: Vec<Tag> = decode(&k, &v)?;
             state
@@ -355,6 +391,7 @@ impl Control {
             cfg,
             watches: Mutex::new(watches),
             version_base,
+            changed: Arc::new(Notify::new()),
         }))
     }
 
@@ -389,7 +426,8 @@ impl Control {
         let Tx {
             writes, touched, ..
         } = tx;
-        if !writes.is_empty() {
+        let writes_empty = writes.is_empty();
+        if !writes_empty {
             if let Err(e) = self.store.commit(&writes, durability) {
                 tracing::error!(error = %crate::error_chain(&e), "store commit failed; reloading the state");
                 if let Ok(fresh) = Control::open(self.store.clone(), self.cfg.clone()) {
@@ -403,6 +441,9 @@ impl Control {
             }
         }
         drop(state);
+        if !writes_empty {
+            self.changed.notify_waiters();
+        }
         if !touched.is_empty() {
             let mut w = self.lock_watches();
             for arn in touched {
@@ -418,6 +459,11 @@ impl Control {
             }
         }
         Ok(out)
+    }
+
+    /// The notifier woken after every committed change.
+    pub fn changed(&self) -> Arc<Notify> {
+        self.changed.clone()
     }
 
     /// The assignment version of an instance and the notifier its polls wait on.

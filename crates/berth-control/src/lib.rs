@@ -7,6 +7,7 @@ pub mod ecs;
 pub mod model;
 pub mod proto;
 pub mod scheduler;
+pub mod services;
 pub mod store;
 pub mod taskdef;
 

@@ -176,6 +176,13 @@ pub struct Task {
     /// Transitions as (lastStatus, epoch seconds): Berth's own per-phase breakdown.
     #[serde(default)]
     pub transitions: Vec<(String, f64)>,
+    /// A service task taken out of its target groups: its service stops it at this time
+    /// (after the target group's deregistration delay).
+    #[serde(default)]
+    pub service_drain_until: Option<f64>,
+    /// Its service has counted this task's stop (failed tasks, replacement events).
+    #[serde(default)]
+    pub service_accounted: bool,
 }
 
 impl Task {
@@ -375,4 +382,258 @@ pub struct CapacityProvider {
     pub auto_scaling_group_provider: Option<Value>,
     #[serde(default)]
     pub update_status: Option<String>,
+}
+
+/// `service/<region>/<cluster>/<name>`: an ECS service and its deployments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub name: String,
+    pub arn: String,
+    pub region: String,
+    pub cluster: String,
+    pub cluster_arn: String,
+    /// ACTIVE, DRAINING (deleted, tasks stopping), INACTIVE (gone, still describable).
+    pub status: String,
+    /// The PRIMARY deployment's task definition ARN.
+    pub task_definition: String,
+    pub desired_count: u32,
+    pub launch_type: String,
+    /// REPLICA or DAEMON.
+    pub scheduling_strategy: String,
+    pub maximum_percent: u32,
+    pub minimum_healthy_percent: u32,
+    pub circuit_breaker: Option<CircuitBreaker>,
+    #[serde(default)]
+    pub load_balancers: Vec<ServiceLoadBalancer>,
+    #[serde(default)]
+    pub placement_constraints: Vec<Value>,
+    #[serde(default)]
+    pub placement_strategy: Vec<Value>,
+    #[serde(default)]
+    pub network_configuration: Option<Value>,
+    #[serde(default)]
+    pub health_check_grace_period_seconds: Option<u32>,
+    #[serde(default)]
+    pub propagate_tags: Option<String>,
+    #[serde(default)]
+    pub enable_ecs_managed_tags: bool,
+    #[serde(default)]
+    pub enable_execute_command: bool,
+    #[serde(default)]
+    pub role_arn: Option<String>,
+    pub created_at: f64,
+    #[serde(default)]
+    pub created_by: Option<String>,
+    /// Newest first; the first is PRIMARY.
+    pub deployments: Vec<Deployment>,
+    /// Newest first, at most [`Service::MAX_EVENTS`].
+    #[serde(default)]
+    pub events: Vec<ServiceEvent>,
+    /// When the service became INACTIVE (it is forgotten an hour later).
+    #[serde(default)]
+    pub inactive_at: Option<f64>,
+}
+
+/// `deploymentCircuitBreaker`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CircuitBreaker {
+    pub enable: bool,
+    pub rollback: bool,
+}
+
+/// A service's `loadBalancers` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceLoadBalancer {
+    pub target_group_arn: String,
+    pub container_name: String,
+    pub container_port: u16,
+}
+
+/// One deployment of a service: a task definition and the tasks started for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// `ecs-svc/<19 digits>`; tasks of the deployment have it as `startedBy`.
+    pub id: String,
+    /// PRIMARY, ACTIVE (older, being replaced) or INACTIVE.
+    pub status: String,
+    pub task_definition: String,
+    pub desired_count: u32,
+    #[serde(default)]
+    pub pending_count: u32,
+    #[serde(default)]
+    pub running_count: u32,
+    #[serde(default)]
+    pub failed_tasks: u32,
+    pub created_at: f64,
+    pub updated_at: f64,
+    /// IN_PROGRESS, COMPLETED or FAILED.
+    pub rollout_state: String,
+    #[serde(default)]
+    pub rollout_state_reason: Option<String>,
+    #[serde(default)]
+    pub network_configuration: Option<Value>,
+}
+
+/// A service event message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceEvent {
+    pub id: String,
+    pub created_at: f64,
+    pub message: String,
+}
+
+impl Service {
+    pub const MAX_EVENTS: usize = 100;
+
+    /// Adds an event (newest first, bounded).
+    pub fn event(&mut self, message: String) {
+        self.events.insert(
+            0,
+            ServiceEvent {
+                id: uuid::Uuid::new_v4().to_string(),
+                created_at: crate::control::now(),
+                message,
+            },
+        );
+        self.events.truncate(Service::MAX_EVENTS);
+    }
+
+    /// The group its tasks are started in.
+    pub fn group(&self) -> String {
+        format!("service:{}", self.name)
+    }
+
+    pub fn running_count(&self) -> u32 {
+        self.deployments.iter().map(|d| d.running_count).sum()
+    }
+
+    pub fn pending_count(&self) -> u32 {
+        self.deployments.iter().map(|d| d.pending_count).sum()
+    }
+
+    /// The ECS `Service` output shape.
+    pub fn output(&self, tags: Option<&[Tag]>) -> Value {
+        let mut m = Map::new();
+        m.insert("serviceArn".into(), self.arn.clone().into());
+        m.insert("serviceName".into(), self.name.clone().into());
+        m.insert("clusterArn".into(), self.cluster_arn.clone().into());
+        m.insert(
+            "loadBalancers".into(),
+            Value::Array(
+                self.load_balancers
+                    .iter()
+                    .map(|l| {
+                        json!({"targetGroupArn": l.target_group_arn,
+                               "containerName": l.container_name,
+                               "containerPort": l.container_port})
+                    })
+                    .collect(),
+            ),
+        );
+        m.insert("serviceRegistries".into(), json!([]));
+        m.insert("status".into(), self.status.clone().into());
+        m.insert("desiredCount".into(), self.desired_count.into());
+        m.insert("runningCount".into(), self.running_count().into());
+        m.insert("pendingCount".into(), self.pending_count().into());
+        m.insert("launchType".into(), self.launch_type.clone().into());
+        m.insert("platformFamily".into(), "Linux".into());
+        m.insert("taskDefinition".into(), self.task_definition.clone().into());
+        let mut dc = json!({
+            "maximumPercent": self.maximum_percent,
+            "minimumHealthyPercent": self.minimum_healthy_percent,
+        });
+        if let Some(cb) = self.circuit_breaker {
+            dc["deploymentCircuitBreaker"] = json!({"enable": cb.enable, "rollback": cb.rollback});
+        }
+        m.insert("deploymentConfiguration".into(), dc);
+        m.insert(
+            "deployments".into(),
+            Value::Array(
+                self.deployments
+                    .iter()
+                    .filter(|d| d.status != "INACTIVE")
+                    .map(|d| d.output(&self.launch_type))
+                    .collect(),
+            ),
+        );
+        if let Some(r) = &self.role_arn {
+            m.insert("roleArn".into(), r.clone().into());
+        }
+        m.insert(
+            "events".into(),
+            Value::Array(
+                self.events
+                    .iter()
+                    .map(|e| json!({"id": e.id, "createdAt": e.created_at, "message": e.message}))
+                    .collect(),
+            ),
+        );
+        m.insert("createdAt".into(), self.created_at.into());
+        m.insert(
+            "placementConstraints".into(),
+            Value::Array(self.placement_constraints.clone()),
+        );
+        m.insert(
+            "placementStrategy".into(),
+            Value::Array(self.placement_strategy.clone()),
+        );
+        if let Some(n) = &self.network_configuration {
+            m.insert("networkConfiguration".into(), n.clone());
+        }
+        if let Some(g) = self.health_check_grace_period_seconds {
+            m.insert("healthCheckGracePeriodSeconds".into(), g.into());
+        }
+        m.insert(
+            "schedulingStrategy".into(),
+            self.scheduling_strategy.clone().into(),
+        );
+        m.insert("deploymentController".into(), json!({"type": "ECS"}));
+        if let Some(c) = &self.created_by {
+            m.insert("createdBy".into(), c.clone().into());
+        }
+        m.insert(
+            "enableECSManagedTags".into(),
+            self.enable_ecs_managed_tags.into(),
+        );
+        m.insert(
+            "propagateTags".into(),
+            self.propagate_tags
+                .clone()
+                .unwrap_or_else(|| "NONE".into())
+                .into(),
+        );
+        m.insert(
+            "enableExecuteCommand".into(),
+            self.enable_execute_command.into(),
+        );
+        if let Some(tags) = tags {
+            m.insert("tags".into(), tags_json(tags));
+        }
+        Value::Object(m)
+    }
+}
+
+impl Deployment {
+    fn output(&self, launch_type: &str) -> Value {
+        let mut m = Map::new();
+        m.insert("id".into(), self.id.clone().into());
+        m.insert("status".into(), self.status.clone().into());
+        m.insert("taskDefinition".into(), self.task_definition.clone().into());
+        m.insert("desiredCount".into(), self.desired_count.into());
+        m.insert("pendingCount".into(), self.pending_count.into());
+        m.insert("runningCount".into(), self.running_count.into());
+        m.insert("failedTasks".into(), self.failed_tasks.into());
+        m.insert("createdAt".into(), self.created_at.into());
+        m.insert("updatedAt".into(), self.updated_at.into());
+        m.insert("launchType".into(), launch_type.into());
+        m.insert("platformFamily".into(), "Linux".into());
+        if let Some(n) = &self.network_configuration {
+            m.insert("networkConfiguration".into(), n.clone());
+        }
+        m.insert("rolloutState".into(), self.rollout_state.clone().into());
+        if let Some(r) = &self.rollout_state_reason {
+            m.insert("rolloutStateReason".into(), r.clone().into());
+        }
+        Value::Object(m)
+    }
 }

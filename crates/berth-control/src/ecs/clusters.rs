@@ -616,6 +616,7 @@ pub fn ensure_cluster(
         control,
         region,
         account,
+        lb: None,
     };
     create(&c, json!({ "clusterName": name })).map(|_| ())
 }

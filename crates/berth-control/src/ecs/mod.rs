@@ -9,13 +9,16 @@
 //! - `tasks`: RunTask/StartTask (through the scheduler), StopTask, DescribeTasks, ListTasks and
 //!   the agents' SubmitTaskStateChange;
 //! - `instances`: container instances and their attributes;
+//! - `services`: CreateService, UpdateService, DeleteService, DescribeServices, ListServices
+//!   (the controller that carries them out is `crate::services`);
 //! - `tags`: resource tags of every kind of resource.
 
 pub mod clusters;
 pub(crate) mod instances;
+pub(crate) mod services;
 mod tags;
 mod taskdefs;
-mod tasks;
+pub(crate) mod tasks;
 
 use std::sync::Arc;
 
@@ -28,6 +31,7 @@ use serde_json::Value;
 
 use crate::control::Control;
 use crate::proto::ECS_TARGET_PREFIX;
+use crate::services::TargetRegistry;
 
 /// SigV4 service name of ECS.
 pub const SIGNING_NAME: &str = "ecs";
@@ -35,12 +39,15 @@ pub const SIGNING_NAME: &str = "ecs";
 /// The ECS API of a control plane.
 pub struct EcsApi {
     pub(crate) control: Arc<Control>,
+    pub(crate) lb: Option<Arc<dyn TargetRegistry>>,
 }
 
-/// The ECS API of `control`, for an `AwsEndpoint`.
-pub fn ecs_api(control: &Arc<Control>) -> Arc<dyn JsonApi> {
+/// The ECS API of `control`, for an `AwsEndpoint`; `lb` is the load balancer services may
+/// name target groups of (none: services with `loadBalancers` are refused).
+pub fn ecs_api(control: &Arc<Control>, lb: Option<Arc<dyn TargetRegistry>>) -> Arc<dyn JsonApi> {
     Arc::new(EcsApi {
         control: control.clone(),
+        lb,
     })
 }
 
@@ -49,6 +56,7 @@ pub(crate) struct Ctx<'a> {
     pub control: &'a Control,
     pub region: &'a str,
     pub account: &'a str,
+    pub lb: Option<&'a dyn TargetRegistry>,
 }
 
 impl Ctx<'_> {
@@ -80,12 +88,14 @@ impl JsonApi for EcsApi {
         let region = ctx.region.clone();
         let account = ctx.account_id.clone();
         let op = operation.to_string();
+        let lb = self.lb.clone();
         // The store commits (fsync) block: keep them off the async workers.
         tokio::task::spawn_blocking(move || {
             let c = Ctx {
                 control: &control,
                 region: &region,
                 account: &account,
+                lb: lb.as_deref(),
             };
             dispatch(&c, &op, input)
         })
@@ -94,7 +104,7 @@ impl JsonApi for EcsApi {
     }
 }
 
-fn dispatch(c: &Ctx<'_>, op: &str, input: Value) -> Result<Value, AwsError> {
+pub(crate) fn dispatch(c: &Ctx<'_>, op: &str, input: Value) -> Result<Value, AwsError> {
     match op {
         "CreateCluster" => clusters::create(c, input),
         "DescribeClusters" => clusters::describe(c, input),
@@ -126,6 +136,11 @@ fn dispatch(c: &Ctx<'_>, op: &str, input: Value) -> Result<Value, AwsError> {
         "PutAttributes" => instances::put_attributes(c, input),
         "DeleteAttributes" => instances::delete_attributes(c, input),
         "ListAttributes" => instances::list_attributes(c, input),
+        "CreateService" => services::create(c, input),
+        "UpdateService" => services::update(c, input),
+        "DeleteService" => services::delete(c, input),
+        "DescribeServices" => services::describe(c, input),
+        "ListServices" => services::list(c, input),
         "TagResource" => tags::tag(c, input),
         "UntagResource" => tags::untag(c, input),
         "ListTagsForResource" => tags::list(c, input),

@@ -1,5 +1,5 @@
-//! Resource tags of clusters, task definitions, tasks, container instances and capacity
-//! providers.
+//! Resource tags of clusters, services, task definitions, tasks, container instances and
+//! capacity providers.
 
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -40,6 +40,12 @@ fn exists(s: &State, c: &Ctx<'_>, arn: &str) -> Result<bool, AwsError> {
             .instances
             .get(a)
             .map(|m| m.contains_key(b))
+            .unwrap_or(false),
+        "service" => r
+            .services
+            .get(a)
+            .and_then(|m| m.get(b))
+            .map(|x| x.status != "INACTIVE")
             .unwrap_or(false),
         "capacity-provider" => r
             .capacity_providers

@@ -389,6 +389,8 @@ fn new_task(c: &Ctx<'_>, l: &Launch, instance_arn: &str) -> Task {
         propagate_tags: l.propagate_tags.clone(),
         version: 1,
         transitions: Vec::new(),
+        service_drain_until: None,
+        service_accounted: false,
     }
 }
 
@@ -660,21 +662,8 @@ pub(super) fn stop(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
         active_cluster(tx.state, c.region, &cluster)?;
         let mut t = find_task(tx.state, c.region, &cluster, &i.task)
             .ok_or_else(|| invalid_param("The referenced task was not found."))?;
-        if t.desired_status != "STOPPED" {
-            t.desired_status = "STOPPED".into();
-            t.stopped_reason = Some(
-                i.reason
-                    .clone()
-                    .unwrap_or_else(|| "Task stopped by user".into()),
-            );
-            t.stop_code = Some("UserInitiated".into());
-            // A task no agent has picked up yet stops at once.
-            if t.last_status == "PROVISIONING" && t.container_instance_arn.is_none() {
-                let t_now = now();
-                t.last_status = "STOPPED".into();
-                t.stopping_at = Some(t_now);
-                t.stopped_at = Some(t_now);
-            }
+        let reason = i.reason.as_deref().unwrap_or("Task stopped by user");
+        if request_stop(&mut t, reason, "UserInitiated") {
             tx.put_task(t.clone());
         }
         let tags = tx.state.tags.get(&t.arn).cloned().unwrap_or_default();
@@ -939,4 +928,114 @@ pub(super) fn submit_state_change(c: &Ctx<'_>, input: Value) -> Result<Value, Aw
         tx.put_task(t);
         Ok(json!({"acknowledgment": "ACK"}))
     })
+}
+
+/// Parses stored placement strategies and constraints (wire shapes, validated when stored).
+pub(crate) fn placement_rules(
+    strategy: &[Value],
+    constraints: &[Value],
+) -> Result<
+    (
+        Vec<scheduler::PlacementStrategy>,
+        Vec<scheduler::PlacementConstraint>,
+    ),
+    AwsError,
+> {
+    let mut st = Vec::new();
+    for s in strategy {
+        st.push(
+            scheduler::PlacementStrategy::from_wire(
+                s["type"].as_str().unwrap_or_default(),
+                s["field"].as_str(),
+            )
+            .map_err(|e| invalid_param(e.to_string()))?,
+        );
+    }
+    let mut co = Vec::new();
+    for c in constraints {
+        co.push(
+            scheduler::PlacementConstraint::from_wire(
+                c["type"].as_str().unwrap_or_default(),
+                c["expression"].as_str(),
+            )
+            .map_err(|e| invalid_param(e.to_string()))?,
+        );
+    }
+    scheduler::check_limits(&st, &co).map_err(|e| invalid_param(e.to_string()))?;
+    Ok((st, co))
+}
+
+/// Starts `count` tasks of a service's deployment (`startedBy` = the deployment id, group
+/// `service:NAME`), placed by the scheduler with the service's strategy and constraints, or
+/// on `instance` only (DAEMON). Returns the tasks started and the placement failures.
+pub(crate) fn launch_service_tasks(
+    c: &Ctx<'_>,
+    tx: &mut Tx<'_>,
+    sv: &crate::model::Service,
+    dep: &crate::model::Deployment,
+    count: usize,
+    instance: Option<&str>,
+) -> Result<(Vec<Task>, Vec<Value>), AwsError> {
+    let mut l = validate_launch(
+        tx.state,
+        c,
+        Some(&sv.cluster),
+        &dep.task_definition,
+        Some(dep.id.clone()),
+        Some(sv.group()),
+        None,
+        dep.network_configuration.clone(),
+        &[],
+        sv.propagate_tags.clone(),
+        sv.enable_execute_command,
+    )?;
+    if sv.propagate_tags.as_deref() == Some("SERVICE") {
+        l.tags = tx.state.tags.get(&sv.arn).cloned().unwrap_or_default();
+    }
+    let (strategy, mut constraints) =
+        placement_rules(&sv.placement_strategy, &sv.placement_constraints)?;
+    for pc in l.td.spec.request().placement_constraints.iter().flatten() {
+        if let Some(e) = &pc.expression {
+            constraints.push(
+                scheduler::PlacementConstraint::from_wire_task_definition("memberOf", Some(e))
+                    .map_err(|e| invalid_param(e.to_string()))?,
+            );
+        }
+    }
+    let snap = snapshot(c, tx.state, &l.cluster.name, instance);
+    if !snap.instances().iter().any(|x| x.status != "INACTIVE") {
+        return Ok((
+            Vec::new(),
+            vec![json!({"reason": "No Container Instances were found in your cluster."})],
+        ));
+    }
+    let mut req = request(&l, count);
+    req.strategy = strategy;
+    req.constraints = constraints;
+    let plan = scheduler::place(&snap, &req, rand::random());
+    let tasks: Vec<Task> = plan
+        .placements
+        .iter()
+        .map(|p| new_task(c, &l, &p.instance_arn))
+        .collect();
+    commit_tasks(tx, &l, &tasks);
+    Ok((tasks, failures_json(&plan)))
+}
+
+/// Asks a task to stop (desired STOPPED) with `reason` and `code`; a task no agent has yet
+/// stops at once. Returns whether anything changed.
+pub(crate) fn request_stop(t: &mut Task, reason: &str, code: &str) -> bool {
+    if t.desired_status == "STOPPED" {
+        return false;
+    }
+    t.desired_status = "STOPPED".into();
+    t.stopped_reason = Some(reason.to_string());
+    t.stop_code = Some(code.to_string());
+    if t.last_status == "PROVISIONING" && t.container_instance_arn.is_none() {
+        let t_now = now();
+        t.last_status = "STOPPED".into();
+        t.stopping_at = Some(t_now);
+        t.stopped_at = Some(t_now);
+    }
+    true
 }

@@ -31,6 +31,7 @@ impl T {
             control: &self.control,
             region: "us-east-1",
             account: "123456789012",
+            lb: None,
         };
         dispatch(&c, op, input)
     }

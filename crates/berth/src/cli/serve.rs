@@ -137,7 +137,7 @@ pub fn aws_endpoint(
         .to_string();
     let mut apis: Vec<Arc<dyn JsonApi>> = vec![berth_registry::ecr::ecr_api(reg, host)];
     if let Some(c) = control {
-        apis.push(berth_control::ecs::ecs_api(c));
+        apis.push(berth_control::ecs::ecs_api(c, None));
         apis.push(berth_control::agent_api::agent_api(c));
     }
     let mut keys = StaticKeys::new();
@@ -203,6 +203,7 @@ fn open_control(data: &Path, a: &ServeArgs) -> anyhow::Result<Arc<berth_control:
     )
     .map_err(|e| anyhow::anyhow!("creating cluster {}: {e}", a.cluster))?;
     control.spawn_monitor();
+    berth_control::services::spawn_controller(&control, None);
     Ok(control)
 }
 
