@@ -110,10 +110,15 @@ async fn status(addr: SocketAddr, p: &CheckParams) -> Option<u16> {
                 .body(Empty::<Bytes>::new())
                 .ok()?;
             let (mut send, mut conn) = hyper::client::conn::http1::handshake(io).await.ok()?;
-            tokio::select! {
-                r = send.send_request(req) => r.ok().map(|r| r.status().as_u16()),
-                _ = &mut conn => None,
-            }
+            let resp = send.send_request(req);
+            tokio::pin!(resp);
+            // The connection may end (Connection: close) before the response is read.
+            let r = tokio::select! {
+                biased;
+                r = &mut resp => r,
+                _ = &mut conn => resp.await,
+            };
+            r.ok().map(|r| r.status().as_u16())
         }
         ProtocolVersion::Http2 => {
             let uri = format!("http://{addr}{path}");
@@ -125,10 +130,15 @@ async fn status(addr: SocketAddr, p: &CheckParams) -> Option<u16> {
                 hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
                     .await
                     .ok()?;
-            tokio::select! {
-                r = send.send_request(req) => r.ok().map(|r| r.status().as_u16()),
-                _ = &mut conn => None,
-            }
+            let resp = send.send_request(req);
+            tokio::pin!(resp);
+            // The connection may end (Connection: close) before the response is read.
+            let r = tokio::select! {
+                biased;
+                r = &mut resp => r,
+                _ = &mut conn => resp.await,
+            };
+            r.ok().map(|r| r.status().as_u16())
         }
     }
 }
