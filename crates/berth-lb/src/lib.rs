@@ -9,7 +9,8 @@
 //! * `targets`: per-target runtime state (health state machine, in-flight count, draining,
 //!   slow start) that survives applies, and target choice over a per-apply group view.
 //! * `checker`: one health-check task per (target group, target).
-//! * `proxy`: the request path (rules → action → forward), `listener`: accept loops.
+//! * `proxy`: the request path (rules → action → forward), `listener`: accept loops,
+//!   `upstream`: per-target HTTP/1.1 keep-alive pools.
 //!
 //! An apply binds new sockets first (all or nothing), then updates the target registry
 //! (new targets start checks at once; targets that left start draining), builds each
@@ -24,6 +25,7 @@ pub mod pattern;
 mod proxy;
 pub mod rules;
 pub mod targets;
+mod upstream;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -359,6 +361,7 @@ impl DataPlane {
             if current && rt.is_draining() && rt.drain_gen.load(Ordering::Relaxed) == gen {
                 g.targets.remove(&rt.target);
                 rt.closed.cancel();
+                rt.pool.clear();
                 tracing::info!(group = %gid, target = %rt.target.addr, "target deregistered");
             }
             if !g.configured && g.targets.is_empty() {

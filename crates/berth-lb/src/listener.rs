@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy::{handle, ListenerShared, Upstream};
+use crate::proxy::{handle, ListenerShared, Peer, Upstream};
 
 /// A running accept loop.
 #[derive(Debug)]
@@ -87,7 +87,8 @@ fn serve(
 ) {
     let shared = shared.clone();
     let up = up.clone();
-    let svc = service_fn(move |req| handle(up.clone(), shared.clone(), peer, req));
+    let who = Arc::new(Peer::new(peer));
+    let svc = service_fn(move |req| handle(up.clone(), shared.clone(), who.clone(), req));
     let conn = builder
         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
         .into_owned();

@@ -36,6 +36,8 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use crate::config::ProtocolVersion;
 use crate::rules::{all_match, fill_location, strip_port, Cond, RequestView};
 use crate::targets::{GroupView, InFlight};
+use crate::upstream::{self, UpstreamError};
+use hyper::client::conn::http1::SendRequest;
 
 /// One listener's compiled rules, swapped whole on apply.
 #[derive(Debug, Default)]
@@ -108,10 +110,10 @@ pub struct ListenerShared {
     pub port: u16,
 }
 
-/// Pooled clients to targets.
+/// The h2c client to HTTP/2 targets (HTTP/1.1 ones use the per-target pools of
+/// [`crate::upstream`]).
 #[derive(Debug)]
 pub struct Upstream {
-    pub h1: Client<HttpConnector, Incoming>,
     pub h2: Client<HttpConnector, Incoming>,
     /// How long to wait for a target's response headers.
     pub timeout: Duration,
@@ -124,19 +126,32 @@ impl Upstream {
         conn.set_connect_timeout(Some(Duration::from_secs(10)));
         conn.enforce_http(true);
         let exec = hyper_util::rt::TokioExecutor::new();
-        let h1 = Client::builder(exec.clone())
-            .timer(hyper_util::rt::TokioTimer::new())
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(1024)
-            .build(conn.clone());
         let h2 = Client::builder(exec)
             .timer(hyper_util::rt::TokioTimer::new())
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .http2_only(true)
             .build(conn);
-        Upstream { h1, h2, timeout }
+        Upstream { h2, timeout }
+    }
+}
+
+/// The client end of one connection.
+#[derive(Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The client's IP as an `X-Forwarded-For` value (made once per connection).
+    pub ip_header: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Peer {
+        let ip = addr.ip().to_canonical().to_string();
+        Peer {
+            addr,
+            ip_header: HeaderValue::from_str(&ip)
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+        }
     }
 }
 
@@ -144,9 +159,10 @@ impl Upstream {
 pub async fn handle(
     up: Arc<Upstream>,
     listener: Arc<ListenerShared>,
-    client: SocketAddr,
+    peer: Arc<Peer>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let client = peer.addr;
     let routes = listener.routes.load_full();
     let group = {
         let host_raw = req
@@ -206,13 +222,13 @@ pub async fn handle(
         }
     };
     drop(routes);
-    Ok(forward(&up, listener.port, client, group, req).await)
+    Ok(forward(&up, listener.port, &peer, group, req).await)
 }
 
 async fn forward(
     up: &Upstream,
     port: u16,
-    client: SocketAddr,
+    peer: &Peer,
     group: Arc<GroupView>,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
@@ -235,7 +251,7 @@ async fn forward(
         }
     }
     strip_hop_by_hop(&mut parts.headers, ws);
-    add_forwarded(&mut parts.headers, client, port);
+    add_forwarded(&mut parts.headers, peer, port);
     let mut uri = std::mem::take(&mut parts.uri).into_parts();
     uri.scheme = Some(Scheme::HTTP);
     uri.authority = Some(target.authority.clone());
@@ -251,30 +267,45 @@ async fn forward(
         ProtocolVersion::Http2 => Version::HTTP_2,
     };
     let req = Request::from_parts(parts, body);
-    let fut = match group.protocol {
-        ProtocolVersion::Http1 => up.h1.request(req),
-        ProtocolVersion::Http2 => up.h2.request(req),
-    };
-    let res = tokio::select! {
-        r = tokio::time::timeout(up.timeout, fut) => r,
-        _ = target.closed.cancelled() => return lb_error(StatusCode::BAD_GATEWAY),
-    };
-    let mut resp = match res {
-        Err(_) => {
-            tracing::info!(target_addr = %target.target.addr, "upstream timeout");
-            return lb_error(StatusCode::GATEWAY_TIMEOUT);
+    let sent = match group.protocol {
+        ProtocolVersion::Http1 => {
+            match tokio::time::timeout(up.timeout, upstream::send(&target, req)).await {
+                Err(_) => Err(StatusCode::GATEWAY_TIMEOUT),
+                Ok(Ok((resp, sender))) => Ok((resp, Some(sender))),
+                Ok(Err(e)) => {
+                    tracing::info!(target_addr = %target.target.addr, error = %e,
+                        source = ?e.source(), "upstream error");
+                    Err(match e {
+                        UpstreamError::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
+                        _ => StatusCode::BAD_GATEWAY,
+                    })
+                }
+            }
         }
-        Ok(Err(e)) => {
-            let timed_out = is_timeout(&e);
-            tracing::info!(target_addr = %target.target.addr, error = %e,
-                source = ?e.source(), "upstream error");
-            return lb_error(if timed_out {
-                StatusCode::GATEWAY_TIMEOUT
-            } else {
-                StatusCode::BAD_GATEWAY
-            });
+        ProtocolVersion::Http2 => {
+            match tokio::time::timeout(up.timeout, up.h2.request(req)).await {
+                Err(_) => Err(StatusCode::GATEWAY_TIMEOUT),
+                Ok(Ok(resp)) => Ok((resp, None)),
+                Ok(Err(e)) => {
+                    tracing::info!(target_addr = %target.target.addr, error = %e,
+                    source = ?e.source(), "upstream error");
+                    Err(if is_timeout(&e) {
+                        StatusCode::GATEWAY_TIMEOUT
+                    } else {
+                        StatusCode::BAD_GATEWAY
+                    })
+                }
+            }
         }
-        Ok(Ok(r)) => r,
+    };
+    let (mut resp, sender) = match sent {
+        Ok(r) => r,
+        Err(status) => {
+            if status == StatusCode::GATEWAY_TIMEOUT {
+                tracing::info!(target_addr = %target.target.addr, "upstream timeout");
+            }
+            return lb_error(status);
+        }
     };
     if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, resp.status())
     {
@@ -286,9 +317,16 @@ async fn forward(
     }
     strip_hop_by_hop(resp.headers_mut(), false);
     let closed = target.closed.clone();
+    let mut sender = sender;
+    if resp.body().is_end_stream() {
+        if let Some(s) = sender.take() {
+            target.pool.put(s);
+        }
+    }
     resp.map(|body| ProxyBody::Upstream {
         body,
-        _guard: guard,
+        guard,
+        sender,
         closed,
         wait: None,
     })
@@ -398,22 +436,20 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 static X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
 
-fn add_forwarded(h: &mut HeaderMap, client: SocketAddr, port: u16) {
-    let ip = client.ip().to_canonical().to_string();
-    let xff = {
+fn add_forwarded(h: &mut HeaderMap, peer: &Peer, port: u16) {
+    if h.contains_key(&X_FORWARDED_FOR) {
         let prior: Vec<&str> = h
             .get_all(&X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect();
-        if prior.is_empty() {
-            ip
-        } else {
-            format!("{}, {ip}", prior.join(", "))
+        let ip = peer.ip_header.to_str().unwrap_or("");
+        let xff = format!("{}, {ip}", prior.join(", "));
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            h.insert(X_FORWARDED_FOR.clone(), v);
         }
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert(X_FORWARDED_FOR.clone(), v);
+    } else {
+        h.insert(X_FORWARDED_FOR.clone(), peer.ip_header.clone());
     }
     h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     h.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(port));
@@ -457,7 +493,9 @@ pub enum ProxyBody {
     Full(Option<Bytes>),
     Upstream {
         body: Incoming,
-        _guard: InFlight,
+        guard: InFlight,
+        /// The HTTP/1.1 connection, back to its pool once the body is read.
+        sender: Option<SendRequest<Incoming>>,
         closed: CancellationToken,
         /// Created the first time the body has to wait.
         wait: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
@@ -498,9 +536,25 @@ impl Body for ProxyBody {
         match self.get_mut() {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Upstream {
-                body, closed, wait, ..
-            } => match Pin::new(body).poll_frame(cx) {
-                Poll::Ready(r) => Poll::Ready(r.map(|r| r.map_err(Into::into))),
+                body,
+                guard,
+                sender,
+                closed,
+                wait,
+            } => match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(r) => {
+                    let clean_end = match &r {
+                        None => true,
+                        Some(Ok(_)) => body.is_end_stream(),
+                        Some(Err(_)) => false,
+                    };
+                    if clean_end {
+                        if let Some(s) = sender.take() {
+                            guard.0.pool.put(s);
+                        }
+                    }
+                    Poll::Ready(r.map(|r| r.map_err(Into::into)))
+                }
                 Poll::Pending => {
                     let w = wait.get_or_insert_with(|| Box::pin(closed.clone().cancelled_owned()));
                     match w.as_mut().poll(cx) {
@@ -573,7 +627,7 @@ mod tests {
         h.insert("x-forwarded-for", "1.2.3.4".parse().expect("hv"));
         add_forwarded(
             &mut h,
-            "[::ffff:10.0.0.9]:5555".parse().expect("addr"),
+            &Peer::new("[::ffff:10.0.0.9]:5555".parse().expect("addr")),
             8080,
         );
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
@@ -586,7 +640,7 @@ mod tests {
         assert_eq!(parts[2].len(), 24);
         assert!(parts[2].bytes().all(|b| b.is_ascii_hexdigit()));
         // An existing trace id is kept.
-        add_forwarded(&mut h, "127.0.0.1:1".parse().expect("addr"), 80);
+        add_forwarded(&mut h, &Peer::new("127.0.0.1:1".parse().expect("addr")), 80);
         assert_eq!(h["x-amzn-trace-id"].to_str().expect("ascii"), t);
     }
 

@@ -182,6 +182,8 @@ pub struct TargetRuntime {
     /// Cancelled when the target is gone for good (deregistration delay over): in-flight
     /// requests and tunnels to it are cut.
     pub closed: CancellationToken,
+    /// Idle HTTP/1.1 connections to the target.
+    pub pool: crate::upstream::Pool,
 }
 
 impl TargetRuntime {
@@ -207,6 +209,7 @@ impl TargetRuntime {
             checker: Mutex::new(None),
             drain_gen: AtomicU64::new(0),
             closed: CancellationToken::new(),
+            pool: Default::default(),
         }
     }
 
