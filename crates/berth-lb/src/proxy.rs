@@ -1,0 +1,675 @@
+//! The request path: rule evaluation against the listener's current routing table, the
+//! action (forward, fixed response, redirect), and the reverse proxy itself.
+//!
+//! Forwarding: target choice ([`GroupView::pick`]), an in-flight guard held until the response
+//! body ends (or the WebSocket tunnel closes), hop-by-hop headers stripped both ways, `Host`
+//! kept, `X-Forwarded-For` appended, `X-Forwarded-Proto`/`-Port` set, `X-Amzn-Trace-Id` added
+//! when absent. Bodies stream both ways (request body handed to the upstream client as is,
+//! response body wrapped, never buffered). Pooled keep-alive upstream connections, HTTP/1.1
+//! or h2c per target group. Errors: no target → 503, connect error → 502, no response
+//! headers within the upstream timeout (60 s, ALB's idle timeout) or a connect timeout → 504.
+//! WebSockets: an HTTP/1.1 `Upgrade: websocket` request keeps its upgrade headers; on `101`
+//! both sides are upgraded and joined with `copy_bidirectional`.
+
+use std::convert::Infallible;
+use std::error::Error as StdError;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::uri::{Authority, Scheme};
+use http::{HeaderMap, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioIo;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use crate::config::ProtocolVersion;
+use crate::rules::{all_match, fill_location, strip_port, Cond, RequestView};
+use crate::targets::{GroupView, InFlight};
+use crate::upstream::{self, UpstreamError};
+use hyper::client::conn::http1::SendRequest;
+
+/// One listener's compiled rules, swapped whole on apply.
+#[derive(Debug, Default)]
+pub struct Routes {
+    pub rules: Vec<RouteRule>,
+}
+
+#[derive(Debug)]
+pub struct RouteRule {
+    pub id: String,
+    pub conds: Vec<Cond>,
+    pub action: RouteAction,
+}
+
+#[derive(Debug)]
+pub enum RouteAction {
+    Forward {
+        /// Groups with weight > 0 and their weights.
+        groups: Vec<(Arc<GroupView>, u64)>,
+        total: u64,
+        counter: AtomicU64,
+    },
+    Fixed {
+        status: StatusCode,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+    },
+    Redirect {
+        location: String,
+        status: StatusCode,
+    },
+}
+
+impl RouteAction {
+    /// The weighted group for the next request: a counter spread by a multiplicative hash
+    /// over `[0, total)`, so every block of `total` requests gives each group exactly its
+    /// weight, interleaved.
+    fn choose(&self) -> Option<&Arc<GroupView>> {
+        let RouteAction::Forward {
+            groups,
+            total,
+            counter,
+        } = self
+        else {
+            return None;
+        };
+        if groups.len() == 1 {
+            return groups.first().map(|(g, _)| g);
+        }
+        if *total == 0 {
+            return None;
+        }
+        let c = counter.fetch_add(1, Ordering::Relaxed);
+        let mut slot = c.wrapping_mul(2_654_435_761) % total;
+        for (g, w) in groups {
+            if slot < *w {
+                return Some(g);
+            }
+            slot -= w;
+        }
+        None
+    }
+}
+
+/// What a listener's connections share.
+#[derive(Debug)]
+pub struct ListenerShared {
+    pub routes: ArcSwap<Routes>,
+    /// The listener's actual port (for `X-Forwarded-Port` and redirects).
+    pub port: u16,
+}
+
+/// The h2c client to HTTP/2 targets (HTTP/1.1 ones use the per-target pools of
+/// [`crate::upstream`]).
+#[derive(Debug)]
+pub struct Upstream {
+    pub h2: Client<HttpConnector, Incoming>,
+    /// How long to wait for a target's response headers.
+    pub timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(timeout: Duration) -> Upstream {
+        let mut conn = HttpConnector::new();
+        conn.set_nodelay(true);
+        conn.set_connect_timeout(Some(Duration::from_secs(10)));
+        conn.enforce_http(true);
+        let exec = hyper_util::rt::TokioExecutor::new();
+        let h2 = Client::builder(exec)
+            .timer(hyper_util::rt::TokioTimer::new())
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .http2_only(true)
+            .build(conn);
+        Upstream { h2, timeout }
+    }
+}
+
+/// The client end of one connection.
+#[derive(Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// The client's IP as an `X-Forwarded-For` value (made once per connection).
+    pub ip_header: HeaderValue,
+}
+
+impl Peer {
+    pub fn new(addr: SocketAddr) -> Peer {
+        let ip = addr.ip().to_canonical().to_string();
+        Peer {
+            addr,
+            ip_header: HeaderValue::from_str(&ip)
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+        }
+    }
+}
+
+/// Handles one request on a listener.
+pub async fn handle(
+    up: Arc<Upstream>,
+    listener: Arc<ListenerShared>,
+    peer: Arc<Peer>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let client = peer.addr;
+    let routes = listener.routes.load_full();
+    let group = {
+        let host_raw = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().authority().map(Authority::as_str))
+            .unwrap_or("");
+        let host = strip_port(host_raw);
+        let view = RequestView {
+            method: req.method(),
+            path: req.uri().path(),
+            query: req.uri().query(),
+            host,
+            headers: req.headers(),
+            client_ip: client.ip(),
+        };
+        let Some(rule) = routes.rules.iter().find(|r| all_match(&r.conds, &view)) else {
+            return Ok(lb_error(StatusCode::NOT_FOUND));
+        };
+        tracing::trace!(rule = %rule.id, path = view.path, "rule matched");
+        match &rule.action {
+            RouteAction::Fixed {
+                status,
+                content_type,
+                body,
+            } => {
+                let mut resp = Response::new(ProxyBody::full(body.clone()));
+                *resp.status_mut() = *status;
+                if let Some(ct) = content_type {
+                    resp.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
+                }
+                return Ok(resp);
+            }
+            RouteAction::Redirect { location, status } => {
+                let loc = fill_location(
+                    location,
+                    host,
+                    listener.port,
+                    view.path,
+                    view.query.unwrap_or(""),
+                );
+                let mut resp = Response::new(ProxyBody::empty());
+                *resp.status_mut() = *status;
+                match HeaderValue::from_str(&loc) {
+                    Ok(v) => {
+                        resp.headers_mut().insert(header::LOCATION, v);
+                    }
+                    Err(_) => return Ok(lb_error(StatusCode::INTERNAL_SERVER_ERROR)),
+                }
+                return Ok(resp);
+            }
+            RouteAction::Forward { .. } => match rule.action.choose() {
+                Some(g) => g.clone(),
+                None => return Ok(lb_error(StatusCode::SERVICE_UNAVAILABLE)),
+            },
+        }
+    };
+    drop(routes);
+    Ok(forward(&up, listener.port, &peer, group, req).await)
+}
+
+async fn forward(
+    up: &Upstream,
+    port: u16,
+    peer: &Peer,
+    group: Arc<GroupView>,
+    mut req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let Some(target) = group.pick() else {
+        return lb_error(StatusCode::SERVICE_UNAVAILABLE);
+    };
+    let guard = InFlight::new(target.clone());
+    let ws = group.protocol == ProtocolVersion::Http1
+        && req.version() == Version::HTTP_11
+        && is_websocket(req.headers());
+    let client_upgrade = ws.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    strip_hop_by_hop(&mut parts.headers, ws);
+    add_forwarded(&mut parts.headers, peer, port);
+    let mut uri = std::mem::take(&mut parts.uri).into_parts();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(target.authority.clone());
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    parts.uri = match Uri::from_parts(uri) {
+        Ok(u) => u,
+        Err(_) => return lb_error(StatusCode::BAD_REQUEST),
+    };
+    parts.version = match group.protocol {
+        ProtocolVersion::Http1 => Version::HTTP_11,
+        ProtocolVersion::Http2 => Version::HTTP_2,
+    };
+    let req = Request::from_parts(parts, body);
+    let sent = match group.protocol {
+        ProtocolVersion::Http1 => {
+            match tokio::time::timeout(up.timeout, upstream::send(&target, req)).await {
+                Err(_) => Err(StatusCode::GATEWAY_TIMEOUT),
+                Ok(Ok((resp, sender))) => Ok((resp, Some(sender))),
+                Ok(Err(e)) => {
+                    tracing::info!(target_addr = %target.target.addr, error = %e,
+                        source = ?e.source(), "upstream error");
+                    Err(match e {
+                        UpstreamError::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
+                        _ => StatusCode::BAD_GATEWAY,
+                    })
+                }
+            }
+        }
+        ProtocolVersion::Http2 => {
+            match tokio::time::timeout(up.timeout, up.h2.request(req)).await {
+                Err(_) => Err(StatusCode::GATEWAY_TIMEOUT),
+                Ok(Ok(resp)) => Ok((resp, None)),
+                Ok(Err(e)) => {
+                    tracing::info!(target_addr = %target.target.addr, error = %e,
+                    source = ?e.source(), "upstream error");
+                    Err(if is_timeout(&e) {
+                        StatusCode::GATEWAY_TIMEOUT
+                    } else {
+                        StatusCode::BAD_GATEWAY
+                    })
+                }
+            }
+        }
+    };
+    let (mut resp, sender) = match sent {
+        Ok(r) => r,
+        Err(status) => {
+            if status == StatusCode::GATEWAY_TIMEOUT {
+                tracing::info!(target_addr = %target.target.addr, "upstream timeout");
+            }
+            return lb_error(status);
+        }
+    };
+    if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, resp.status())
+    {
+        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+        strip_hop_by_hop(resp.headers_mut(), true);
+        let closed = target.closed.clone();
+        tokio::spawn(tunnel(client_upgrade, upstream_upgrade, guard, closed));
+        return resp.map(|_| ProxyBody::empty());
+    }
+    strip_hop_by_hop(resp.headers_mut(), false);
+    let closed = target.closed.clone();
+    let mut sender = sender;
+    if resp.body().is_end_stream() {
+        if let Some(s) = sender.take() {
+            target.pool.put(s);
+        }
+    }
+    resp.map(|body| ProxyBody::Upstream {
+        body,
+        guard,
+        sender,
+        closed,
+        wait: None,
+    })
+}
+
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    guard: InFlight,
+    closed: CancellationToken,
+) {
+    let (c, u) = match tokio::try_join!(client, upstream) {
+        Ok(x) => x,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut c = TokioIo::new(c);
+    let mut u = TokioIo::new(u);
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut c, &mut u) => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "tunnel closed with an error");
+            }
+        }
+        _ = closed.cancelled() => {}
+    }
+    drop(guard);
+}
+
+fn is_timeout(e: &(dyn StdError + 'static)) -> bool {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    false
+}
+
+fn is_websocket(h: &HeaderMap) -> bool {
+    let upgrade = h
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    upgrade && connection_has(h, "upgrade")
+}
+
+fn connection_has(h: &HeaderMap, token: &str) -> bool {
+    h.get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers: `Connection` and the headers it names, `Keep-Alive`, `TE`,
+/// `Trailer`, `Transfer-Encoding`, `Upgrade` and `Proxy-*`. With `upgrade` (a WebSocket
+/// handshake) `Connection: upgrade` and `Upgrade` stay.
+pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
+    if h.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for n in named {
+            if !(upgrade && n == header::UPGRADE) {
+                h.remove(n);
+            }
+        }
+        h.remove(header::CONNECTION);
+    }
+    for n in [
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        HeaderName::from_static("keep-alive"),
+    ] {
+        h.remove(n);
+    }
+    if upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        h.remove(header::UPGRADE);
+    }
+    if h.keys().any(|k| k.as_str().starts_with("proxy-")) {
+        let proxy: Vec<HeaderName> = h
+            .keys()
+            .filter(|k| k.as_str().starts_with("proxy-"))
+            .cloned()
+            .collect();
+        for n in proxy {
+            h.remove(n);
+        }
+    }
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
+
+fn add_forwarded(h: &mut HeaderMap, peer: &Peer, port: u16) {
+    if h.contains_key(&X_FORWARDED_FOR) {
+        let prior: Vec<&str> = h
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let ip = peer.ip_header.to_str().unwrap_or("");
+        let xff = format!("{}, {ip}", prior.join(", "));
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            h.insert(X_FORWARDED_FOR.clone(), v);
+        }
+    } else {
+        h.insert(X_FORWARDED_FOR.clone(), peer.ip_header.clone());
+    }
+    h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    h.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(port));
+    if !h.contains_key(&X_AMZN_TRACE_ID) {
+        if let Ok(v) = HeaderValue::from_str(&trace_id()) {
+            h.insert(X_AMZN_TRACE_ID.clone(), v);
+        }
+    }
+}
+
+/// `Root=1-<8 hex digits of epoch seconds>-<24 random hex digits>`.
+pub fn trace_id() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let r: u128 = rand::random::<u128>() & ((1u128 << 96) - 1);
+    format!("Root=1-{:08x}-{:024x}", secs as u32, r)
+}
+
+/// A response made by the load balancer itself (ALB's HTML error page shape).
+pub fn lb_error(status: StatusCode) -> Response<ProxyBody> {
+    let line = format!(
+        "{} {}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let body = format!(
+        "<html>\r\n<head><title>{line}</title></head>\r\n<body>\r\n<center><h1>{line}</h1></center>\r\n</body>\r\n</html>\r\n"
+    );
+    let mut resp = Response::new(ProxyBody::full(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
+    resp
+}
+
+/// Response bodies: the load balancer's own, or a target's streamed through with its
+/// in-flight guard. A target's body is cut when the target's deregistration delay ends.
+pub enum ProxyBody {
+    Full(Option<Bytes>),
+    Upstream {
+        body: Incoming,
+        guard: InFlight,
+        /// The HTTP/1.1 connection, back to its pool once the body is read.
+        sender: Option<SendRequest<Incoming>>,
+        closed: CancellationToken,
+        /// Created the first time the body has to wait.
+        wait: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+    },
+}
+
+impl std::fmt::Debug for ProxyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProxyBody::Full(b) => f.debug_tuple("Full").field(b).finish(),
+            ProxyBody::Upstream { .. } => f.write_str("Upstream"),
+        }
+    }
+}
+
+impl ProxyBody {
+    pub fn full(b: Bytes) -> ProxyBody {
+        if b.is_empty() {
+            ProxyBody::Full(None)
+        } else {
+            ProxyBody::Full(Some(b))
+        }
+    }
+
+    pub fn empty() -> ProxyBody {
+        ProxyBody::Full(None)
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = Box<dyn StdError + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ProxyBody::Upstream {
+                body,
+                guard,
+                sender,
+                closed,
+                wait,
+            } => match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(r) => {
+                    let clean_end = match &r {
+                        None => true,
+                        Some(Ok(_)) => body.is_end_stream(),
+                        Some(Err(_)) => false,
+                    };
+                    if clean_end {
+                        if let Some(s) = sender.take() {
+                            guard.0.pool.put(s);
+                        }
+                    }
+                    Poll::Ready(r.map(|r| r.map_err(Into::into)))
+                }
+                Poll::Pending => {
+                    let w = wait.get_or_insert_with(|| Box::pin(closed.clone().cancelled_owned()));
+                    match w.as_mut().poll(cx) {
+                        Poll::Ready(()) => {
+                            Poll::Ready(Some(Err("target deregistration delay over".into())))
+                        }
+                        Poll::Pending => Poll::Pending,
+                    }
+                }
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Full(b) => b.is_none(),
+            ProxyBody::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ProxyBody::Full(None) => SizeHint::with_exact(0),
+            ProxyBody::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "close, X-Secret".parse().expect("hv"));
+        h.insert("x-secret", "1".parse().expect("hv"));
+        h.insert("keep-alive", "timeout=5".parse().expect("hv"));
+        h.insert(header::TE, "trailers".parse().expect("hv"));
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().expect("hv"));
+        h.insert(header::UPGRADE, "h2c".parse().expect("hv"));
+        h.insert("proxy-authorization", "x".parse().expect("hv"));
+        h.insert("proxy-connection", "x".parse().expect("hv"));
+        h.insert(header::HOST, "a".parse().expect("hv"));
+        h.insert("x-keep", "1".parse().expect("hv"));
+        strip_hop_by_hop(&mut h, false);
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(names, vec!["host", "x-keep"]);
+
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "Upgrade".parse().expect("hv"));
+        h.insert(header::UPGRADE, "websocket".parse().expect("hv"));
+        assert!(is_websocket(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(
+            h.get(header::UPGRADE).map(|v| v.as_bytes()),
+            Some(&b"websocket"[..])
+        );
+        assert_eq!(
+            h.get(header::CONNECTION).map(|v| v.as_bytes()),
+            Some(&b"upgrade"[..])
+        );
+    }
+
+    #[test]
+    fn forwarded_headers_and_trace() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "1.2.3.4".parse().expect("hv"));
+        add_forwarded(
+            &mut h,
+            &Peer::new("[::ffff:10.0.0.9]:5555".parse().expect("addr")),
+            8080,
+        );
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-port"], "8080");
+        let t = h["x-amzn-trace-id"].to_str().expect("ascii").to_string();
+        let parts: Vec<&str> = t.split('-').collect();
+        assert_eq!(parts[0], "Root=1");
+        assert_eq!(parts[1].len(), 8);
+        assert_eq!(parts[2].len(), 24);
+        assert!(parts[2].bytes().all(|b| b.is_ascii_hexdigit()));
+        // An existing trace id is kept.
+        add_forwarded(&mut h, &Peer::new("127.0.0.1:1".parse().expect("addr")), 80);
+        assert_eq!(h["x-amzn-trace-id"].to_str().expect("ascii"), t);
+    }
+
+    #[test]
+    fn weighted_choice_is_exact_per_block() {
+        use crate::config::Algorithm;
+        use std::sync::atomic::AtomicUsize;
+        let g = |id: &str| {
+            Arc::new(GroupView {
+                id: id.into(),
+                protocol: ProtocolVersion::Http1,
+                algorithm: Algorithm::RoundRobin,
+                slow_start: Duration::ZERO,
+                targets: vec![],
+                counter: Arc::new(AtomicUsize::new(0)),
+                base: tokio::time::Instant::now(),
+            })
+        };
+        let a = RouteAction::Forward {
+            groups: vec![(g("a"), 1), (g("b"), 3)],
+            total: 4,
+            counter: AtomicU64::new(0),
+        };
+        let mut n = 0;
+        for _ in 0..400 {
+            if a.choose().map(|g| g.id.as_str()) == Some("a") {
+                n += 1;
+            }
+        }
+        assert_eq!(n, 100);
+    }
+}
