@@ -10,6 +10,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::health::HealthCheck;
 use crate::order::{self, Condition, OrderError};
 use crate::taskdef::{
     cpu_units, is_set, memory_mib, ContainerDefinition, ContainerOverride, KeyValue,
@@ -74,6 +75,8 @@ pub struct ContainerPlan {
     pub stop_timeout: Duration,
     /// Ports reported as network bindings when nothing is published.
     pub ports: Vec<PlannedPort>,
+    /// Its health check.
+    pub health_check: Option<HealthCheck>,
 }
 
 /// Everything the agent needs to run a task.
@@ -506,14 +509,13 @@ pub fn plan_task(
                 container: c.name.clone(),
                 condition: d.condition.clone(),
             })?;
-            if cond == Condition::Healthy {
-                unsupported.insert(format!(
-                    "{}: dependsOn HEALTHY (no health checks yet: treated as START)",
-                    c.name
-                ));
-            }
             depends_on.push((d.container_name.clone(), cond));
         }
+        let health_check = match &c.health_check {
+            Some(def) => HealthCheck::from_def(def)
+                .map_err(|e| PlanError::Invalid(format!("container {}: {e}", c.name)))?,
+            None => None,
+        };
         let stop_timeout = c
             .stop_timeout
             .filter(|s| *s > 0)
@@ -526,7 +528,19 @@ pub fn plan_task(
             depends_on,
             stop_timeout,
             ports,
+            health_check,
         });
+    }
+    for c in &containers {
+        for (dep, cond) in &c.depends_on {
+            let target = containers.iter().find(|t| t.name == *dep);
+            if *cond == Condition::Healthy && target.is_some_and(|t| t.health_check.is_none()) {
+                return Err(PlanError::Invalid(format!(
+                    "container {} depends on {dep} being HEALTHY, but {dep} has no health check",
+                    c.name
+                )));
+            }
+        }
     }
     if !containers.iter().any(|c| c.essential) {
         return Err(PlanError::Invalid(
@@ -741,14 +755,52 @@ mod tests {
                     {"containerName": "db", "condition": "HEALTHY"}]},
                 {"name": "init", "image": "bb:1", "essential": false,
                  "dependsOn": [{"containerName": "db", "condition": "START"}]},
-                {"name": "db", "image": "bb:1", "stopTimeout": 5}
+                {"name": "db", "image": "bb:1", "stopTimeout": 5,
+                 "healthCheck": {"command": ["CMD-SHELL", "pg_isready"], "interval": 10,
+                                 "timeout": 3, "retries": 2, "startPeriod": 20}}
             ]),
         ));
         assert_eq!(p.start_order(), vec![2, 1, 0]);
         assert_eq!(p.containers[2].stop_timeout, Duration::from_secs(5));
         assert_eq!(p.containers[0].stop_timeout, DEFAULT_STOP_TIMEOUT);
         assert!(!p.containers[1].essential && p.containers[0].essential);
-        assert!(p.unsupported.iter().any(|u| u.contains("HEALTHY")));
+        assert!(p.unsupported.is_empty(), "{:?}", p.unsupported);
+        assert_eq!(
+            p.containers[2].health_check,
+            Some(HealthCheck {
+                command: vec!["/bin/sh".into(), "-c".into(), "pg_isready".into()],
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_secs(3),
+                retries: 2,
+                start_period: Duration::from_secs(20),
+            })
+        );
+        assert_eq!(p.containers[0].health_check, None);
+        assert_eq!(
+            p.containers[0].depends_on,
+            vec![
+                ("init".to_string(), Condition::Success),
+                ("db".to_string(), Condition::Healthy)
+            ]
+        );
+        // HEALTHY needs a health check on the dependency; a bad command is refused.
+        let no_check = td(
+            "none",
+            json!([
+                {"name": "a", "image": "bb:1", "dependsOn": [{"containerName": "b", "condition": "HEALTHY"}]},
+                {"name": "b", "image": "bb:1"}
+            ]),
+        );
+        let err = plan_task(ARN, &no_check, None, None).expect_err("no health check");
+        assert!(err.to_string().contains("has no health check"), "{err}");
+        let bad = td(
+            "none",
+            json!([{"name": "a", "image": "bb:1", "healthCheck": {"command": ["curl", "x"]}}]),
+        );
+        assert!(matches!(
+            plan_task(ARN, &bad, None, None),
+            Err(PlanError::Invalid(_))
+        ));
 
         let cyclic = td(
             "none",
@@ -791,7 +843,6 @@ mod tests {
             "app: cpu (CPU shares)",
             "app: memoryReservation",
             "app: ulimits",
-            "app: healthCheck",
             "app: readonlyRootFilesystem",
             "awslogs",
             "app: linuxParameters.initProcessEnabled",

@@ -75,8 +75,26 @@ pub struct ContainerDefinition {
     pub linux_parameters: Option<LinuxParameters>,
     #[serde(default)]
     pub log_configuration: Option<LogConfiguration>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckDef>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
+}
+
+/// ECS `HealthCheck` (seconds).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheckDef {
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub interval: Option<i64>,
+    #[serde(default)]
+    pub timeout: Option<i64>,
+    #[serde(default)]
+    pub retries: Option<i64>,
+    #[serde(default)]
+    pub start_period: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -283,7 +301,10 @@ mod tests {
         assert_eq!(td.revision, 3);
         let c = &td.container_definitions[0];
         assert_eq!(c.port_mappings[0].container_port, Some(80));
-        assert!(c.other.contains_key("healthCheck"));
+        assert_eq!(
+            c.health_check.as_ref().map(|h| h.command.clone()),
+            Some(vec!["CMD".to_string(), "true".to_string()])
+        );
         assert!(!is_set(&c.other["volumesFrom"]));
         assert!(td.other.contains_key("taskDefinitionArn"));
     }

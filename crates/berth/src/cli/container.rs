@@ -203,11 +203,22 @@ pub struct ExecArgs {
     /// Working directory inside the container (default: the container's).
     #[arg(short, long)]
     pub workdir: Option<String>,
+    /// Kill the process after this many seconds and exit with 124 (not with -t).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
     /// Container name or id.
     pub container: String,
     /// Command and arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     pub cmd: Vec<String>,
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|t| t.is_finite() && *t > 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("invalid timeout {s:?}: a positive number of seconds"))
 }
 
 /// `-e NAME` takes this process's value, as the docker CLI does.
@@ -231,6 +242,7 @@ pub fn exec_sync(a: ExecArgs) -> i32 {
             workdir: a.workdir.clone(),
             tty: a.tty,
             stdin: a.interactive,
+            timeout: a.timeout,
         };
         Ok(engine.prepare_exec(&a.container, &spec)?)
     });
@@ -245,6 +257,10 @@ pub fn exec_sync(a: ExecArgs) -> i32 {
     prepared.cleanup();
     match result {
         Ok(code) => code,
+        Err(e @ berth_runtime::exec::ExecError::TimedOut(_)) => {
+            eprintln!("berth: {e}");
+            124
+        }
         Err(e) => {
             let msg = format!("{:#}", anyhow::Error::from(e));
             eprintln!("berth: {msg}");
