@@ -60,6 +60,64 @@ impl HostInfo {
     }
 }
 
+/// Directories of `/dev` whose nodes are not host devices to copy (runc's `HostDevices`).
+const SKIPPED_DEV_DIRS: &[&str] = &["pts", "shm", "fd", "mqueue", ".lxc", ".lxd-mounts", ".udev"];
+/// Nodes the runtime makes itself.
+const SKIPPED_DEV_NODES: &[&str] = &["console", "ptmx"];
+
+/// Every character and block device under `/dev` (for `--privileged`, as Docker gives them),
+/// without following links and without the runtime's own nodes.
+pub fn host_devices() -> Vec<oci_spec::runtime::LinuxDevice> {
+    let mut out = Vec::new();
+    walk_devices(Path::new("/dev"), &mut out);
+    out.sort_by(|a, b| a.path().cmp(b.path()));
+    out
+}
+
+fn walk_devices(dir: &Path, out: &mut Vec<oci_spec::runtime::LinuxDevice>) {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            if !SKIPPED_DEV_DIRS.contains(&name.as_ref()) {
+                walk_devices(&entry.path(), out);
+            }
+            continue;
+        }
+        let typ = if ft.is_char_device() {
+            oci_spec::runtime::LinuxDeviceType::C
+        } else if ft.is_block_device() {
+            oci_spec::runtime::LinuxDeviceType::B
+        } else {
+            continue;
+        };
+        if dir == Path::new("/dev") && SKIPPED_DEV_NODES.contains(&name.as_ref()) {
+            continue;
+        }
+        let rdev = meta.rdev();
+        let built = oci_spec::runtime::LinuxDeviceBuilder::default()
+            .path(entry.path())
+            .typ(typ)
+            .major(libc::major(rdev) as i64)
+            .minor(libc::minor(rdev) as i64)
+            .file_mode(meta.mode() & 0o7777)
+            .uid(meta.uid())
+            .gid(meta.gid())
+            .build();
+        if let Ok(d) = built {
+            out.push(d);
+        }
+    }
+}
+
 /// The hard limit of the "Max open files" line of `/proc/<pid>/limits`
 /// (`unlimited` is `u64::MAX`).
 pub fn parse_nofile_hard(limits: &str) -> Option<u64> {
@@ -92,6 +150,20 @@ Max locked memory         8388608              8388608              bytes
             "Max open files            unlimited            unlimited            files\n";
         assert_eq!(parse_nofile_hard(unlimited), Some(u64::MAX));
         assert_eq!(parse_nofile_hard("nothing here"), None);
+    }
+
+    #[test]
+    fn host_devices_include_null_but_not_pts() {
+        let devs = host_devices();
+        let null = devs
+            .iter()
+            .find(|d| d.path() == Path::new("/dev/null"))
+            .expect("/dev/null");
+        assert_eq!((null.major(), null.minor()), (1, 3));
+        assert_eq!(null.typ(), oci_spec::runtime::LinuxDeviceType::C);
+        assert!(devs.iter().all(|d| !d.path().starts_with("/dev/pts")
+            && d.path() != Path::new("/dev/ptmx")
+            && d.path() != Path::new("/dev/console")));
     }
 
     #[test]
