@@ -23,6 +23,9 @@ pub struct HostInfo {
     pub cap_last_cap: u8,
     /// `/sys/fs/cgroup` is a cgroup v2 (unified) hierarchy.
     pub cgroup_unified: bool,
+    /// The caller's capability bounding set (`CapBnd`): "every capability" (`--privileged`,
+    /// `--cap-add ALL`) means every one of these, since the runtime cannot grant others.
+    pub cap_bounding: u64,
 }
 
 impl HostInfo {
@@ -50,14 +53,25 @@ impl HostInfo {
                 tracing::warn!("cannot read /proc/sys/kernel/cap_last_cap");
                 LAST_KNOWN_CAP
             });
+        let cap_bounding = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| parse_cap_bounding(&s))
+            .unwrap_or(u64::MAX);
         Self {
             arch: std::env::consts::ARCH.to_string(),
             cpus,
             nofile_hard,
             cap_last_cap,
             cgroup_unified: Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+            cap_bounding,
         }
     }
+}
+
+/// The `CapBnd` mask of a `/proc/<pid>/status`.
+pub fn parse_cap_bounding(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
 }
 
 /// Directories of `/dev` whose nodes are not host devices to copy (runc's `HostDevices`).
@@ -150,6 +164,13 @@ Max locked memory         8388608              8388608              bytes
             "Max open files            unlimited            unlimited            files\n";
         assert_eq!(parse_nofile_hard(unlimited), Some(u64::MAX));
         assert_eq!(parse_nofile_hard("nothing here"), None);
+    }
+
+    #[test]
+    fn parses_cap_bounding() {
+        let status = "Name:\tx\nCapPrm:\t0\nCapBnd:\t000001fffeffffff\nCapAmb:\t0\n";
+        assert_eq!(parse_cap_bounding(status), Some(0x1fffeffffff));
+        assert_eq!(parse_cap_bounding("nothing"), None);
     }
 
     #[test]

@@ -254,12 +254,19 @@ pub fn build_spec(
         }
     }
 
-    let caps = security::container_capabilities(
+    let mut caps = security::container_capabilities(
         &opts.cap_add,
         &opts.cap_drop,
         opts.privileged,
         host.cap_last_cap,
     )?;
+    // "All" is all that the caller itself may grant (a capset beyond it fails).
+    if opts.privileged || opts.cap_add.iter().any(|c| c.eq_ignore_ascii_case("ALL")) {
+        caps.retain(|c| {
+            let n = security::capability_number(*c);
+            n < 64 && host.cap_bounding & (1u64 << n) != 0
+        });
+    }
     let nofile = DEFAULT_NOFILE.min(host.nofile_hard);
     let mut process = ProcessBuilder::default()
         .terminal(opts.tty)

@@ -21,6 +21,7 @@ fn host() -> HostInfo {
         nofile_hard: 20000,
         cap_last_cap: 40,
         cgroup_unified: false,
+        cap_bounding: u64::MAX,
     }
 }
 
@@ -662,6 +663,47 @@ fn privileged_caps_follow_the_kernel() {
         .clone()
         .unwrap();
     assert_eq!(caps_of(caps.bounding()).len(), 38);
+}
+
+#[test]
+fn all_capabilities_are_those_the_caller_has() {
+    let mut h = host();
+    // A caller without CAP_SYS_RESOURCE (24).
+    h.cap_bounding = ((1u64 << 41) - 1) & !(1 << 24);
+    let caps = |opts: &RunOptions| {
+        let built = build_spec(
+            &image(sh()),
+            opts,
+            Path::new("/r"),
+            &StaticUserDb::default(),
+            &h,
+        )
+        .unwrap();
+        caps_of(
+            built
+                .spec
+                .process()
+                .as_ref()
+                .unwrap()
+                .capabilities()
+                .as_ref()
+                .unwrap()
+                .effective(),
+        )
+    };
+    let privileged = caps(&RunOptions {
+        privileged: true,
+        ..opts()
+    });
+    assert_eq!(privileged.len(), 40);
+    assert!(!privileged.contains("CAP_SYS_RESOURCE"));
+    let all = caps(&RunOptions {
+        cap_add: strings(&["ALL"]),
+        cap_drop: strings(&["NET_RAW"]),
+        ..opts()
+    });
+    assert_eq!(all.len(), 39);
+    assert!(!all.contains("CAP_SYS_RESOURCE") && !all.contains("CAP_NET_RAW"));
 }
 
 // ---- NAMESPACES ------------------------------------------------------------------------------
