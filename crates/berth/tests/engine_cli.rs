@@ -1386,7 +1386,7 @@ fn cpu_shares_memory_reservation_labels_in_cgroups_and_inspect() {
             .as_deref()
             .and_then(|s| s.parse().ok())
             .expect("cpu.weight");
-        assert!(w < 100 && w >= 1, "cpu.weight {w}");
+        assert!((1..100).contains(&w), "cpu.weight {w}");
     } else {
         assert_eq!(shares.as_deref(), Some("512"));
     }
