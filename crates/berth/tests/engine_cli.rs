@@ -1424,6 +1424,14 @@ fn cpu_shares_memory_reservation_labels_in_cgroups_and_inspect() {
         serde_json::json!({"team": "web", "tier": "front"})
     );
     assert_eq!(c["Config"]["Hostname"], "opts-host");
+    // `exec --timeout` (the agent's health checks): killed and 124 when it runs longer.
+    let started = Instant::now();
+    let out = env.run(&["exec", "--timeout", "1", "opts", "sleep", "30"]);
+    assert_eq!(out.status.code(), Some(124), "{out:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did not finish within"));
+    let out = env.run(&["exec", "--timeout", "5", "opts", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
     assert_ok(&env.run(&["rm", "-f", "opts"]));
     // The container's cgroup is gone with it.
     assert!(cgroup_value(id, &["memory"], "memory.soft_limit_in_bytes", "memory.low").is_none());
