@@ -54,6 +54,9 @@ pub struct AgentConfig {
     pub poll_wait: Duration,
     /// Registry credentials and TLS settings of pulls (ECR tokens are added per pull).
     pub registry: RegistryOptions,
+    /// The address other hosts reach this host's published ports on (the `berth.address`
+    /// attribute); `None`: the local address of the route to the control plane.
+    pub address: Option<std::net::IpAddr>,
 }
 
 impl AgentConfig {
@@ -78,6 +81,7 @@ impl AgentConfig {
             task_cleanup_wait: DEFAULT_TASK_CLEANUP_WAIT,
             poll_wait: DEFAULT_POLL_WAIT,
             registry: RegistryOptions::from_env(),
+            address: None,
         }
     }
 }
@@ -240,6 +244,23 @@ fn retry_delay(failures: u32) -> Duration {
     base + Duration::from_millis(jitter)
 }
 
+/// `berth.address` (configured, else found from the route to the control plane), then the
+/// configured attributes (an explicit `berth.address` attribute wins).
+async fn instance_attributes(cfg: &AgentConfig) -> Vec<(String, Option<String>)> {
+    let address = match cfg.address {
+        Some(a) => Some(a),
+        None => host::local_address_for(&cfg.control_url).await,
+    };
+    let mut attrs = Vec::with_capacity(cfg.attributes.len() + 1);
+    match address {
+        Some(a) => attrs.push((host::ADDRESS_ATTRIBUTE.to_string(), Some(a.to_string()))),
+        None => tracing::warn!(control = %cfg.control_url,
+            "cannot tell this host's address from the control URL; no berth.address attribute"),
+    }
+    attrs.extend(cfg.attributes.iter().cloned());
+    attrs
+}
+
 /// Registers (again, with the stored ARN when there is one for this cluster) until it works.
 async fn register(cfg: &AgentConfig, control: &dyn ControlClient) -> Result<String, AgentError> {
     let stored = AgentState::load(&cfg.data_dir)?.filter(|s| {
@@ -253,7 +274,11 @@ async fn register(cfg: &AgentConfig, control: &dyn ControlClient) -> Result<Stri
     let mut previous = stored.map(|s| s.container_instance_arn);
     let mut failures = 0u32;
     loop {
-        let input = host::register_input(&cfg.cluster, previous.as_deref(), &cfg.attributes);
+        let input = host::register_input(
+            &cfg.cluster,
+            previous.as_deref(),
+            &instance_attributes(cfg).await,
+        );
         let err = match control.register_container_instance(&input).await {
             Ok(out) => match out
                 .pointer("/containerInstance/containerInstanceArn")
@@ -321,13 +346,44 @@ mod tests {
         assert_eq!(again, arn);
         let regs = control.registrations();
         assert!(regs[0].get("containerInstanceArn").is_none());
+        let attr = |r: &Value, n: &str| {
+            r["attributes"]
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["name"] == n))
+                .map(|x| x["value"].clone())
+        };
+        // Loopback control URL: the address is loopback's.
+        assert_eq!(
+            attr(&regs[0], "berth.address"),
+            Some(Value::from("127.0.0.1"))
+        );
+        assert_eq!(attr(&regs[0], "rack"), Some(Value::from("r1")));
         assert_eq!(regs[1]["containerInstanceArn"], arn);
-        // Another cluster: not reused.
+        // Another cluster: not reused. A configured address wins.
         cfg.cluster = "other".into();
+        cfg.address = Some(std::net::IpAddr::from([10, 1, 2, 3]));
         register(&cfg, control.as_ref()).await.expect("register");
-        assert!(control.registrations()[2]
-            .get("containerInstanceArn")
-            .is_none());
+        let regs = control.registrations();
+        assert!(regs[2].get("containerInstanceArn").is_none());
+        assert_eq!(
+            attr(&regs[2], "berth.address"),
+            Some(Value::from("10.1.2.3"))
+        );
+        // An explicit attribute wins over both.
+        cfg.attributes
+            .push(("berth.address".into(), Some("192.0.2.9".into())));
+        register(&cfg, control.as_ref()).await.expect("register");
+        let regs = control.registrations();
+        assert_eq!(
+            attr(&regs[3], "berth.address"),
+            Some(Value::from("192.0.2.9"))
+        );
+        assert_eq!(
+            regs[3]["attributes"]
+                .as_array()
+                .map(|a| a.iter().filter(|x| x["name"] == "berth.address").count()),
+            Some(1)
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,9 +7,10 @@ pub const RESERVED_PORTS: &[&str] = &["22", "2375", "2376", "51678", "51679"];
 
 /// Capability attributes: the ones ECS's Linux agent reports for what Berth runs.
 ///
-/// Included although only partly carried out, so that ordinary task definitions can be placed
-/// (their fields are logged per task as unsupported): `logging-driver.awslogs` (logs stay in
-/// the engine's json-file log) and `container-health-check` (health checks are not run yet).
+/// `container-health-check`: health checks are run (`health.rs`) and reported. Included
+/// although only partly carried out, so that ordinary task definitions can be placed (their
+/// fields are logged per task as unsupported): `logging-driver.awslogs` (logs stay in the
+/// engine's json-file log).
 const CAPABILITIES: &[&str] = &[
     "com.amazonaws.ecs.capability.logging-driver.json-file",
     "com.amazonaws.ecs.capability.logging-driver.none",
@@ -53,6 +54,40 @@ fn parse_mem_total_kib(meminfo: &str) -> Option<i64> {
         .find_map(|l| l.strip_prefix("MemTotal:"))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|n| n.parse().ok())
+}
+
+/// The instance attribute naming the address other hosts reach this host's published ports on.
+pub const ADDRESS_ATTRIBUTE: &str = "berth.address";
+
+/// The local address of the route to the control plane at `control_url` (the address of the
+/// socket the agent reaches it from; 127.0.0.1 for a loopback URL). A connected UDP socket
+/// asks the kernel's routing table; nothing is sent.
+pub async fn local_address_for(control_url: &str) -> Option<std::net::IpAddr> {
+    let rest = control_url
+        .split_once("://")
+        .map_or(control_url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let has_port = match authority.rsplit_once(':') {
+        Some((host, port)) => {
+            port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']'))
+        }
+        None => false,
+    };
+    let target = if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let addr = tokio::net::lookup_host(target).await.ok()?.next()?;
+    let bind: std::net::SocketAddr = if addr.is_ipv4() {
+        ([0, 0, 0, 0], 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = std::net::UdpSocket::bind(bind).ok()?;
+    socket.connect(addr).ok()?;
+    Some(socket.local_addr().ok()?.ip())
 }
 
 /// Every attribute: OS, architecture, capabilities, then the user's (which win).
@@ -133,6 +168,25 @@ mod tests {
         assert_eq!(parse_mem_total_kib("nothing"), None);
         assert!(memory_mib() > 0);
         assert!(cpu_units() >= 1024);
+    }
+
+    #[tokio::test]
+    async fn local_address_of_the_control_url() {
+        let lo = Some(std::net::IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(local_address_for("http://127.0.0.1:7000").await, lo);
+        assert_eq!(local_address_for("http://127.0.0.1:7000/x?y").await, lo);
+        assert_eq!(
+            local_address_for("http://localhost:7000")
+                .await
+                .map(|a| a.is_loopback()),
+            Some(true)
+        );
+        assert_eq!(local_address_for("127.0.0.1").await, lo);
+        assert_eq!(
+            local_address_for("http://[::1]:7000").await,
+            Some(std::net::Ipv6Addr::LOCALHOST.into())
+        );
+        assert_eq!(local_address_for("http://").await, None);
     }
 
     #[test]

@@ -6,10 +6,12 @@
 //!   with state in `<data>/tasks/` and every transition reported (`SubmitTaskStateChange`,
 //!   [`report`]);
 //! - [`spec`]: task definition → engine `RunSpec`s (pure), [`order`]: `dependsOn` levels;
+//! - [`health`]: container health checks (ECS's semantics), run through `berth exec`;
 //! - [`control`] and [`runtime`]: the control plane and the engine behind small traits.
 
 pub mod agent;
 pub mod control;
+pub mod health;
 pub mod host;
 pub mod order;
 pub mod report;

@@ -19,7 +19,7 @@ pub enum Condition {
     Complete,
     /// The dependency has exited with code 0 (else the task fails).
     Success,
-    /// The dependency is healthy; there are no health checks yet, so this is `Start`.
+    /// The dependency's health check passed (it must have one).
     Healthy,
 }
 

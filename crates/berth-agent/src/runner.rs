@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::control::{ControlClient, EcrToken};
 use crate::error_chain;
+use crate::health::{self, HealthStatus};
 use crate::order::Condition;
 use crate::report::{Report, Reporter};
 use crate::runtime::{Container, Exit, RegistryAuth, Runtime, RuntimeError, State};
@@ -91,6 +92,10 @@ pub fn task_state_change(cluster: &str, rec: &TaskRecord) -> Value {
                 }
                 if let Some(d) = &c.image_digest {
                     obj.insert("imageDigest".into(), json!(d));
+                }
+                // Berth's extension of ECS's ContainerStateChange (see ARCHITECTURE.md).
+                if let Some(h) = c.health_status {
+                    obj.insert("healthStatus".into(), json!(h.as_str()));
                 }
             }
             v
@@ -395,6 +400,7 @@ fn spawn_actor(
 ) -> TaskHandle {
     let (tx, cmds) = mpsc::unbounded_channel();
     let (exits_tx, exits) = mpsc::unbounded_channel();
+    let (health_tx, health) = mpsc::unbounded_channel();
     let actor = Actor {
         ctx,
         rec,
@@ -403,6 +409,9 @@ fn spawn_actor(
         self_tx: tx.clone(),
         exits_tx,
         exits,
+        health_tx,
+        health,
+        checkers: HashMap::new(),
         watched: HashSet::new(),
         stop_reason: None,
     };
@@ -429,10 +438,23 @@ struct Actor {
     self_tx: mpsc::UnboundedSender<Cmd>,
     exits_tx: mpsc::UnboundedSender<(String, Exit)>,
     exits: mpsc::UnboundedReceiver<(String, Exit)>,
+    /// Health changes from the containers' checkers.
+    health_tx: mpsc::UnboundedSender<(String, HealthStatus)>,
+    health: mpsc::UnboundedReceiver<(String, HealthStatus)>,
+    /// Running health checkers, by container name (aborted when it stops, and on drop).
+    checkers: HashMap<String, JoinHandle<()>>,
     /// Containers with a watcher thread.
     watched: HashSet<String>,
     /// A stop asked for (reason).
     stop_reason: Option<String>,
+}
+
+impl Drop for Actor {
+    fn drop(&mut self) {
+        for h in self.checkers.values() {
+            h.abort();
+        }
+    }
 }
 
 impl Actor {
@@ -604,14 +626,18 @@ impl Actor {
                         network_bindings: Vec::new(),
                         stop_timeout_secs: c.stop_timeout.as_secs(),
                         level,
+                        health_status: c.health_check.as_ref().map(|_| HealthStatus::Unknown),
                     }),
                 ));
             }
         }
         containers.sort_by_key(|(i, _)| *i);
         let mut plan = plan;
-        for (i, rec) in &containers {
+        for (i, rec) in &mut containers {
             plan.containers[*i].run.name = Some(rec.engine_name.clone());
+            if rec.health_status.is_none() && plan.containers[*i].health_check.is_some() {
+                rec.health_status = Some(HealthStatus::Unknown);
+            }
         }
         self.rec.containers = containers.into_iter().map(|(_, r)| r).collect();
         self.rec.family = plan.family.clone();
@@ -713,11 +739,11 @@ impl Actor {
                 continue;
             }
             for (dep, cond) in &c.depends_on {
+                if *cond == Condition::Healthy {
+                    self.wait_healthy(dep, &c.name).await?;
+                    continue;
+                }
                 if !cond.needs_exit() {
-                    if *cond == Condition::Healthy {
-                        tracing::warn!(task = %self.arn(), container = %c.name, dependency = %dep,
-                            "dependsOn HEALTHY: no health checks yet, waiting for START only");
-                    }
                     continue;
                 }
                 let exit = self.wait_exit(dep).await?;
@@ -813,6 +839,7 @@ impl Actor {
                 let id = container.id;
                 self.save();
                 self.watch_container(name, &id);
+                self.start_health(name, &id);
             }
             State::Exited(exit) => {
                 self.save();
@@ -865,8 +892,100 @@ impl Actor {
         }
     }
 
+    /// Starts the container's health checker (if it has a health check and none runs).
+    fn start_health(&mut self, name: &str, id: &str) {
+        if self.checkers.contains_key(name) {
+            return;
+        }
+        let Some(check) = self
+            .plan
+            .as_ref()
+            .and_then(|p| p.containers.iter().find(|c| c.name == name))
+            .and_then(|c| c.health_check.clone())
+        else {
+            return;
+        };
+        let initial = self
+            .rec
+            .container(name)
+            .and_then(|c| c.health_status)
+            .unwrap_or_default();
+        // A container already found healthy or unhealthy (after an agent restart) is past its
+        // start period.
+        let start_period_left = if initial == HealthStatus::Unknown {
+            check.start_period
+        } else {
+            Duration::ZERO
+        };
+        tracing::debug!(task = %self.arn(), container = %name, ?check, "starting health checks");
+        let join = tokio::spawn(health::run_checks(
+            Arc::clone(&self.ctx.runtime),
+            name.to_string(),
+            id.to_string(),
+            check,
+            initial,
+            start_period_left,
+            self.health_tx.clone(),
+        ));
+        self.checkers.insert(name.to_string(), join);
+    }
+
+    fn stop_health(&mut self, name: &str) {
+        if let Some(h) = self.checkers.remove(name) {
+            h.abort();
+        }
+    }
+
+    /// Records a health change of a running container and reports it (the task's status does
+    /// not change: an UNHEALTHY essential container does not stop the task, as in ECS).
+    fn on_health(&mut self, name: &str, status: HealthStatus) {
+        let Some(c) = self.rec.container_mut(name) else {
+            return;
+        };
+        if c.status == ContainerStatus::Stopped || c.health_status == Some(status) {
+            return;
+        }
+        c.health_status = Some(status);
+        tracing::info!(task = %self.rec.task_arn, container = %name, health = status.as_str(),
+            "container health");
+        self.report();
+    }
+
+    /// Waits (during a start) for a dependency to be HEALTHY; fails the start when it exits
+    /// first or turns UNHEALTHY.
+    async fn wait_healthy(&mut self, dep: &str, container: &str) -> Result<(), StartError> {
+        loop {
+            let problem = match self.rec.container(dep) {
+                Some(c) if c.health_status == Some(HealthStatus::Healthy) => return Ok(()),
+                Some(c) if c.status == ContainerStatus::Stopped => Some("exited"),
+                Some(c) if c.health_status == Some(HealthStatus::Unhealthy) => Some("is UNHEALTHY"),
+                Some(_) => None,
+                None => Some("is not in the task"),
+            };
+            if let Some(p) = problem {
+                return Err(StartError::Failed {
+                    reason: format!(
+                        "CannotStartContainerError: dependency {dep} of container {container} {p} (condition HEALTHY)"
+                    ),
+                    container: Some(container.to_string()),
+                });
+            }
+            tokio::select! {
+                Some((n, exit)) = self.exits.recv() => {
+                    self.record_exit(&n, &exit);
+                }
+                Some((n, status)) = self.health.recv() => self.on_health(&n, status),
+                cmd = self.cmds.recv() => match cmd {
+                    Some(cmd) => if self.on_cmd(cmd) { return Err(StartError::Interrupted) },
+                    None => std::future::pending::<()>().await,
+                },
+            }
+        }
+    }
+
     /// Records an exit; returns whether it is news.
     fn record_exit(&mut self, name: &str, exit: &Exit) -> bool {
+        self.stop_health(name);
         let Some(c) = self.rec.container_mut(name) else {
             return false;
         };
@@ -902,6 +1021,7 @@ impl Actor {
                 Some((n, exit)) = self.exits.recv() => {
                     self.record_exit(&n, &exit);
                 }
+                Some((n, status)) = self.health.recv() => self.on_health(&n, status),
                 cmd = self.cmds.recv() => match cmd {
                     Some(cmd) => if self.on_cmd(cmd) { return Err(StartError::Interrupted) },
                     None => std::future::pending::<()>().await,
@@ -912,6 +1032,10 @@ impl Actor {
 
     /// After a restart: watch the running containers again, take note of those that exited.
     async fn reattach(&mut self) {
+        // The plan gives the health checks and ports (container records are kept as they are).
+        if let Err(StartError::Failed { reason, .. }) = self.plan() {
+            tracing::warn!(task = %self.arn(), %reason, "cannot plan the task again; no health checks");
+        }
         let names: Vec<String> = self
             .rec
             .containers
@@ -949,6 +1073,7 @@ impl Actor {
                         self.report();
                     }
                 }
+                Some((name, status)) = self.health.recv() => self.on_health(&name, status),
                 cmd = self.cmds.recv() => match cmd {
                     Some(cmd) => if self.on_cmd(cmd) { self.stop_task().await },
                     // The runner is gone: leave the containers as they are.
@@ -961,6 +1086,9 @@ impl Actor {
     /// Stops the task: DEACTIVATING, STOPPING, containers stopped in reverse dependency
     /// order, DEPROVISIONING, STOPPED (a task that never ran goes to STOPPED directly).
     async fn stop_task(&mut self) {
+        for (_, h) in self.checkers.drain() {
+            h.abort();
+        }
         if self.rec.stopped_reason.is_none() {
             self.rec.stopped_reason = self.stop_reason.clone();
         }

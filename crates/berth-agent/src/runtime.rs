@@ -100,7 +100,27 @@ pub struct Container {
     pub state: State,
 }
 
+/// The result of one health-check probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// The command ran to its end with this exit code.
+    Exit { code: i32 },
+    /// It ran longer than the timeout and was killed.
+    TimedOut,
+    /// It could not be run.
+    Error(String),
+}
+
+/// A probe that has not returned this long after the check's timeout is abandoned: `berth
+/// exec` kills the command at the timeout itself; this bounds its own start-up too.
+const EXEC_GRACE: Duration = Duration::from_secs(2);
+/// The most output of a failed probe that is logged.
+const PROBE_OUTPUT: usize = 1024;
+
 /// What the runner asks of the engine.
+///
+/// Every method but [`Runtime::exec_check`] blocks (call them from `spawn_blocking`).
+#[async_trait::async_trait]
 pub trait Runtime: Send + Sync + 'static {
     /// Pulls `image` from its registry; returns the digest the reference resolved to.
     fn pull(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<String, RuntimeError>;
@@ -121,6 +141,9 @@ pub trait Runtime: Send + Sync + 'static {
     fn remove(&self, id: &str) -> Result<(), RuntimeError>;
     /// Removes a volume; a missing one is not an error.
     fn remove_volume(&self, name: &str) -> Result<(), RuntimeError>;
+    /// Runs `cmd` in the running container `id` (a health check), killing it after `timeout`.
+    /// Returns within about `timeout`; dropping the future kills what it started.
+    async fn exec_check(&self, id: &str, cmd: &[String], timeout: Duration) -> Probe;
 }
 
 /// [`Runtime`] over the engine.
@@ -173,6 +196,7 @@ fn container_of(info: &ContainerInfo) -> Container {
 
 const LOST: &str = "the container's shim is gone without an exit status";
 
+#[async_trait::async_trait]
 impl Runtime for EngineRuntime {
     fn pull(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<String, RuntimeError> {
         let mut opts = self.registry.clone();
@@ -288,6 +312,62 @@ impl Runtime for EngineRuntime {
         match self.engine.volume_remove(name, false) {
             Ok(()) | Err(ContainerError::NoSuchVolume(_)) => Ok(()),
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `<shim_exe> exec --root ROOT --timeout SECONDS ID CMD...` in a fresh process (exec uses
+    /// libcontainer's tenant builder, which forks and must start from a single-threaded
+    /// process); `berth exec` kills the command at the timeout and exits with 124.
+    async fn exec_check(&self, id: &str, cmd: &[String], timeout: Duration) -> Probe {
+        let mut command = tokio::process::Command::new(self.engine.shim_exe());
+        command
+            .arg("exec")
+            .arg("--root")
+            .arg(self.engine.root())
+            .arg("--timeout")
+            .arg(format!("{:.3}", timeout.as_secs_f64()))
+            .arg(id)
+            .args(cmd)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        let child = match command.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                return Probe::Error(format!(
+                    "cannot run {}: {e}",
+                    self.engine.shim_exe().display()
+                ))
+            }
+        };
+        match tokio::time::timeout(timeout + EXEC_GRACE, child.wait_with_output()).await {
+            // The child is killed when the future is dropped.
+            Err(_) => Probe::TimedOut,
+            Ok(Err(e)) => Probe::Error(format!("cannot wait for the health check: {e}")),
+            Ok(Ok(out)) => {
+                use std::os::unix::process::ExitStatusExt;
+                let code = out
+                    .status
+                    .code()
+                    .or_else(|| out.status.signal().map(|s| 128 + s))
+                    .unwrap_or(-1);
+                if code != 0 {
+                    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+                    text.push_str(&String::from_utf8_lossy(&out.stderr));
+                    let cut = text.len().min(PROBE_OUTPUT);
+                    let cut = (0..=cut)
+                        .rev()
+                        .find(|i| text.is_char_boundary(*i))
+                        .unwrap_or(0);
+                    tracing::debug!(container = %id, code, output = %text[..cut].trim_end(),
+                        "health check output");
+                    if code == 124 && text.contains("did not finish within") {
+                        return Probe::TimedOut;
+                    }
+                }
+                Probe::Exit { code }
+            }
         }
     }
 }

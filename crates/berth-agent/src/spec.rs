@@ -6,10 +6,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use berth_engine::{Network, RunSpec};
+use berth_runtime::spec::{MAX_CPU_SHARES, MIN_CPU_SHARES};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::health::HealthCheck;
 use crate::order::{self, Condition, OrderError};
 use crate::taskdef::{
     cpu_units, is_set, memory_mib, ContainerDefinition, ContainerOverride, KeyValue,
@@ -74,6 +76,8 @@ pub struct ContainerPlan {
     pub stop_timeout: Duration,
     /// Ports reported as network bindings when nothing is published.
     pub ports: Vec<PlannedPort>,
+    /// Its health check.
+    pub health_check: Option<HealthCheck>,
 }
 
 /// Everything the agent needs to run a task.
@@ -204,12 +208,6 @@ fn unsupported_container_fields(
         if is_set(v) && !IGNORED.contains(&k.as_str()) {
             out.push(k.clone());
         }
-    }
-    if c.cpu.is_some_and(|c| c > 0) || over.and_then(|o| o.cpu).is_some_and(|c| c > 0) {
-        out.push("cpu (CPU shares)".into());
-    }
-    if c.memory_reservation.is_some() || over.and_then(|o| o.memory_reservation).is_some() {
-        out.push("memoryReservation (soft limit)".into());
     }
     if let Some(lc) = &c.log_configuration {
         match lc.log_driver.as_deref() {
@@ -478,13 +476,55 @@ pub fn plan_task(
             })
             .unwrap_or_default();
 
+        let lp = c.linux_parameters.as_ref();
+        // ECS: container cpu units are cpu shares; null, 0 and 1 are passed as 2.
+        let cpu = over.and_then(|o| o.cpu).or(c.cpu).unwrap_or(0);
+        let cpu_shares = u64::try_from(cpu)
+            .unwrap_or(0)
+            .clamp(MIN_CPU_SHARES, MAX_CPU_SHARES);
+        let memory = memory_mib.filter(|m| *m > 0).map(|m| m * 1024 * 1024);
+        let memory_reservation = over
+            .and_then(|o| o.memory_reservation)
+            .or(c.memory_reservation)
+            .filter(|m| *m > 0)
+            .map(|m| {
+                let r = m * 1024 * 1024;
+                // Never above the hard limit (the task's, when the container has none).
+                memory.map_or(r, |limit| r.min(limit))
+            });
+        let memory_swap = match (lp.and_then(|l| l.max_swap), memory) {
+            (Some(swap), Some(m)) if swap >= 0 => Some(m + swap * 1024 * 1024),
+            (Some(_), _) => {
+                unsupported.insert(format!(
+                    "{}: linuxParameters.maxSwap without a memory limit",
+                    c.name
+                ));
+                None
+            }
+            (None, _) => None,
+        };
+        let ulimits = c
+            .ulimits
+            .iter()
+            .map(|u| {
+                berth_runtime::spec::Ulimit::new(&u.name, u.soft_limit, u.hard_limit)
+                    .map_err(|e| PlanError::Invalid(format!("container {}: {e}", c.name)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let caps = lp.and_then(|l| l.capabilities.clone()).unwrap_or_default();
+        let extra_hosts = c
+            .extra_hosts
+            .iter()
+            .map(|h| format!("{}:{}", h.hostname, h.ip_address))
+            .collect();
+
         let run = RunSpec {
             image: c.image.clone(),
             cmd,
             name: Some(container_name(&td.family, td.revision, &c.name)),
             env: merge_env(&c.environment, over),
             network: engine_network,
-            memory: memory_mib.filter(|m| *m > 0).map(|m| m * 1024 * 1024),
+            memory,
             cpus: task_cpu.map(|u| u / 1024.0),
             pids_limit: None,
             user: c.user.clone().filter(|u| !u.is_empty()),
@@ -499,6 +539,22 @@ pub fn plan_task(
             restart: Default::default(),
             tty: c.pseudo_terminal.unwrap_or(false),
             interactive: c.interactive.unwrap_or(false),
+            cpu_shares: Some(cpu_shares),
+            memory_reservation,
+            memory_swap,
+            ulimits,
+            read_only: c.readonly_root_filesystem.unwrap_or(false),
+            privileged: c.privileged.unwrap_or(false),
+            cap_add: caps.add,
+            cap_drop: caps.drop,
+            extra_hosts,
+            labels: c.docker_labels.clone().unwrap_or_default(),
+            shm_size: lp
+                .and_then(|l| l.shared_memory_size)
+                .filter(|s| *s > 0)
+                .map(|s| s as u64 * 1024 * 1024),
+            dns: c.dns_servers.clone(),
+            dns_search: c.dns_search_domains.clone(),
         };
         let mut depends_on = Vec::new();
         for d in &c.depends_on {
@@ -506,14 +562,13 @@ pub fn plan_task(
                 container: c.name.clone(),
                 condition: d.condition.clone(),
             })?;
-            if cond == Condition::Healthy {
-                unsupported.insert(format!(
-                    "{}: dependsOn HEALTHY (no health checks yet: treated as START)",
-                    c.name
-                ));
-            }
             depends_on.push((d.container_name.clone(), cond));
         }
+        let health_check = match &c.health_check {
+            Some(def) => HealthCheck::from_def(def)
+                .map_err(|e| PlanError::Invalid(format!("container {}: {e}", c.name)))?,
+            None => None,
+        };
         let stop_timeout = c
             .stop_timeout
             .filter(|s| *s > 0)
@@ -526,7 +581,19 @@ pub fn plan_task(
             depends_on,
             stop_timeout,
             ports,
+            health_check,
         });
+    }
+    for c in &containers {
+        for (dep, cond) in &c.depends_on {
+            let target = containers.iter().find(|t| t.name == *dep);
+            if *cond == Condition::Healthy && target.is_some_and(|t| t.health_check.is_none()) {
+                return Err(PlanError::Invalid(format!(
+                    "container {} depends on {dep} being HEALTHY, but {dep} has no health check",
+                    c.name
+                )));
+            }
+        }
     }
     if !containers.iter().any(|c| c.essential) {
         return Err(PlanError::Invalid(
@@ -741,14 +808,52 @@ mod tests {
                     {"containerName": "db", "condition": "HEALTHY"}]},
                 {"name": "init", "image": "bb:1", "essential": false,
                  "dependsOn": [{"containerName": "db", "condition": "START"}]},
-                {"name": "db", "image": "bb:1", "stopTimeout": 5}
+                {"name": "db", "image": "bb:1", "stopTimeout": 5,
+                 "healthCheck": {"command": ["CMD-SHELL", "pg_isready"], "interval": 10,
+                                 "timeout": 3, "retries": 2, "startPeriod": 20}}
             ]),
         ));
         assert_eq!(p.start_order(), vec![2, 1, 0]);
         assert_eq!(p.containers[2].stop_timeout, Duration::from_secs(5));
         assert_eq!(p.containers[0].stop_timeout, DEFAULT_STOP_TIMEOUT);
         assert!(!p.containers[1].essential && p.containers[0].essential);
-        assert!(p.unsupported.iter().any(|u| u.contains("HEALTHY")));
+        assert!(p.unsupported.is_empty(), "{:?}", p.unsupported);
+        assert_eq!(
+            p.containers[2].health_check,
+            Some(HealthCheck {
+                command: vec!["/bin/sh".into(), "-c".into(), "pg_isready".into()],
+                interval: Duration::from_secs(10),
+                timeout: Duration::from_secs(3),
+                retries: 2,
+                start_period: Duration::from_secs(20),
+            })
+        );
+        assert_eq!(p.containers[0].health_check, None);
+        assert_eq!(
+            p.containers[0].depends_on,
+            vec![
+                ("init".to_string(), Condition::Success),
+                ("db".to_string(), Condition::Healthy)
+            ]
+        );
+        // HEALTHY needs a health check on the dependency; a bad command is refused.
+        let no_check = td(
+            "none",
+            json!([
+                {"name": "a", "image": "bb:1", "dependsOn": [{"containerName": "b", "condition": "HEALTHY"}]},
+                {"name": "b", "image": "bb:1"}
+            ]),
+        );
+        let err = plan_task(ARN, &no_check, None, None).expect_err("no health check");
+        assert!(err.to_string().contains("has no health check"), "{err}");
+        let bad = td(
+            "none",
+            json!([{"name": "a", "image": "bb:1", "healthCheck": {"command": ["curl", "x"]}}]),
+        );
+        assert!(matches!(
+            plan_task(ARN, &bad, None, None),
+            Err(PlanError::Invalid(_))
+        ));
 
         let cyclic = td(
             "none",
@@ -788,25 +893,105 @@ mod tests {
         let u = p.unsupported.join("\n");
         for want in [
             "pidMode",
-            "app: cpu (CPU shares)",
-            "app: memoryReservation",
-            "app: ulimits",
-            "app: healthCheck",
-            "app: readonlyRootFilesystem",
             "awslogs",
             "app: linuxParameters.initProcessEnabled",
         ] {
             assert!(u.contains(want), "{want} missing from {u}");
         }
-        assert!(
-            !u.contains("privileged") && !u.contains("volumesFrom"),
-            "{u}"
-        );
+        for carried_out in [
+            "privileged",
+            "volumesFrom",
+            "cpu",
+            "memoryReservation",
+            "ulimits",
+            "healthCheck",
+            "readonlyRootFilesystem",
+        ] {
+            assert!(!u.contains(carried_out), "{carried_out} in {u}");
+        }
         let r = &p.containers[0].run;
         // Task-level size applies to containers without their own limit.
         assert_eq!(r.memory, Some(1024 << 20));
         assert_eq!(r.cpus, Some(0.5));
         assert_eq!(r.tmpfs, vec!["/run:size=16m,noexec"]);
+    }
+
+    #[test]
+    fn container_options_reach_the_engine() {
+        let p = plan(td(
+            "bridge",
+            json!([{"name": "app", "image": "bb:1", "cpu": 512, "memory": 256,
+                "memoryReservation": 128, "hostname": "web1",
+                "ulimits": [{"name": "nofile", "softLimit": 1024, "hardLimit": 4096},
+                            {"name": "core", "softLimit": -1, "hardLimit": -1}],
+                "readonlyRootFilesystem": true, "privileged": true,
+                "extraHosts": [{"hostname": "db", "ipAddress": "10.0.0.5"},
+                               {"hostname": "v6", "ipAddress": "::1"}],
+                "dockerLabels": {"team": "web", "tier": "front"},
+                "dnsServers": ["10.0.0.2"], "dnsSearchDomains": ["corp.example"],
+                "linuxParameters": {"capabilities": {"add": ["NET_ADMIN"], "drop": ["MKNOD"]},
+                    "sharedMemorySize": 128, "maxSwap": 64}},
+                {"name": "side", "image": "bb:1", "memoryReservation": 32}]),
+        ));
+        assert!(p.unsupported.is_empty(), "{:?}", p.unsupported);
+        let r = &p.containers[0].run;
+        assert_eq!(r.cpu_shares, Some(512));
+        assert_eq!(r.memory, Some(256 << 20));
+        assert_eq!(r.memory_reservation, Some(128 << 20));
+        assert_eq!(r.memory_swap, Some((256 + 64) << 20));
+        assert_eq!(
+            r.ulimits
+                .iter()
+                .map(|u| (u.name.as_str(), u.soft, u.hard))
+                .collect::<Vec<_>>(),
+            vec![("nofile", 1024, 4096), ("core", -1, -1)]
+        );
+        assert!(r.read_only && r.privileged);
+        assert_eq!(r.cap_add, vec!["NET_ADMIN"]);
+        assert_eq!(r.cap_drop, vec!["MKNOD"]);
+        assert_eq!(r.extra_hosts, vec!["db:10.0.0.5", "v6:::1"]);
+        assert_eq!(r.labels.get("team").map(String::as_str), Some("web"));
+        assert_eq!(r.labels.len(), 2);
+        assert_eq!(r.dns, vec!["10.0.0.2"]);
+        assert_eq!(r.dns_search, vec!["corp.example"]);
+        assert_eq!(r.shm_size, Some(128 << 20));
+        assert_eq!(r.hostname.as_deref(), Some("web1"));
+        for h in &r.extra_hosts {
+            berth_engine::container::parse_extra_host(h).expect("engine parses it");
+        }
+        // No cpu: ECS passes 2 shares. memoryReservation alone: a soft limit, no hard one.
+        let side = &p.containers[1].run;
+        assert_eq!(side.cpu_shares, Some(2));
+        assert_eq!(side.memory, None);
+        assert_eq!(side.memory_reservation, Some(32 << 20));
+        assert!(!side.read_only && !side.privileged && side.ulimits.is_empty());
+        // A task-level limit bounds the reservation; overrides win.
+        let v = json!({"family": "web", "revision": 1, "networkMode": "none", "memory": "64",
+            "containerDefinitions": [{"name": "app", "image": "bb:1", "cpu": 1,
+                "memoryReservation": 128}]});
+        let p = plan_task(ARN, &v, None, None).expect("plan");
+        let r = &p.containers[0].run;
+        assert_eq!(
+            (r.memory, r.memory_reservation),
+            (Some(64 << 20), Some(64 << 20))
+        );
+        assert_eq!(r.cpu_shares, Some(2));
+        let ov = json!({"containerOverrides": [{"name": "app", "cpu": 300000,
+            "memoryReservation": 16}]});
+        let p = plan_task(ARN, &v, Some(&ov), None).expect("plan");
+        let r = &p.containers[0].run;
+        assert_eq!(r.cpu_shares, Some(262_144));
+        assert_eq!(r.memory_reservation, Some(16 << 20));
+        // A bad ulimit fails the plan.
+        let bad = td(
+            "none",
+            json!([{"name": "a", "image": "bb:1",
+                "ulimits": [{"name": "nofile", "softLimit": 10, "hardLimit": 5}]}]),
+        );
+        assert!(matches!(
+            plan_task(ARN, &bad, None, None),
+            Err(PlanError::Invalid(_))
+        ));
     }
 
     #[test]

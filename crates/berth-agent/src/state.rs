@@ -198,6 +198,9 @@ pub struct ContainerRecord {
     pub stop_timeout_secs: u64,
     /// Start level (stop in reverse).
     pub level: usize,
+    /// Its health (`None`: no health check).
+    #[serde(default)]
+    pub health_status: Option<crate::health::HealthStatus>,
 }
 
 /// `tasks/<task id>.json`.
@@ -347,6 +350,7 @@ mod tests {
                 }],
                 stop_timeout_secs: 30,
                 level: 0,
+                health_status: Some(crate::health::HealthStatus::Healthy),
             }],
             pull_started_at: Some(1.5),
             pull_stopped_at: Some(2.25),

@@ -75,8 +75,72 @@ pub struct ContainerDefinition {
     pub linux_parameters: Option<LinuxParameters>,
     #[serde(default)]
     pub log_configuration: Option<LogConfiguration>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckDef>,
+    #[serde(default)]
+    pub ulimits: Vec<UlimitDef>,
+    #[serde(default)]
+    pub readonly_root_filesystem: Option<bool>,
+    #[serde(default)]
+    pub privileged: Option<bool>,
+    #[serde(default)]
+    pub extra_hosts: Vec<HostEntry>,
+    #[serde(default)]
+    pub docker_labels: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    pub dns_servers: Vec<String>,
+    #[serde(default)]
+    pub dns_search_domains: Vec<String>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
+}
+
+/// ECS `Ulimit`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UlimitDef {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub soft_limit: i64,
+    #[serde(default)]
+    pub hard_limit: i64,
+}
+
+/// ECS `HostEntry` (`extraHosts`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostEntry {
+    #[serde(default)]
+    pub hostname: String,
+    #[serde(default)]
+    pub ip_address: String,
+}
+
+/// ECS `KernelCapabilities`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KernelCapabilities {
+    #[serde(default)]
+    pub add: Vec<String>,
+    #[serde(default)]
+    pub drop: Vec<String>,
+}
+
+/// ECS `HealthCheck` (seconds).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheckDef {
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub interval: Option<i64>,
+    #[serde(default)]
+    pub timeout: Option<i64>,
+    #[serde(default)]
+    pub retries: Option<i64>,
+    #[serde(default)]
+    pub start_period: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -126,6 +190,14 @@ pub struct Dependency {
 pub struct LinuxParameters {
     #[serde(default)]
     pub tmpfs: Vec<Tmpfs>,
+    #[serde(default)]
+    pub capabilities: Option<KernelCapabilities>,
+    /// MiB.
+    #[serde(default)]
+    pub shared_memory_size: Option<i64>,
+    /// MiB of swap on top of the memory limit.
+    #[serde(default)]
+    pub max_swap: Option<i64>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }
@@ -283,7 +355,10 @@ mod tests {
         assert_eq!(td.revision, 3);
         let c = &td.container_definitions[0];
         assert_eq!(c.port_mappings[0].container_port, Some(80));
-        assert!(c.other.contains_key("healthCheck"));
+        assert_eq!(
+            c.health_check.as_ref().map(|h| h.command.clone()),
+            Some(vec!["CMD".to_string(), "true".to_string()])
+        );
         assert!(!is_set(&c.other["volumesFrom"]));
         assert!(td.other.contains_key("taskDefinitionArn"));
     }

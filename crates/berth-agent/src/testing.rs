@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use berth_engine::RunSpec;
 
 use crate::control::{ControlClient, EcrToken};
-use crate::runtime::{Container, Exit, RegistryAuth, Runtime, RuntimeError, State};
+use crate::runtime::{Container, Exit, Probe, RegistryAuth, Runtime, RuntimeError, State};
 
 #[derive(Default)]
 struct Inner {
@@ -166,10 +166,17 @@ pub struct FakeInner {
     pub events: Vec<String>,
     pub volumes_removed: Vec<String>,
     pub auths: Vec<Option<RegistryAuth>>,
+    /// Flags that `["flag", NAME]` health checks read.
+    pub flags: HashSet<String>,
+    /// When each container was created (tokio time).
+    pub created: HashMap<String, tokio::time::Instant>,
+    /// Health-check probes: (container id, command, when it started).
+    pub probes: Vec<(String, Vec<String>, tokio::time::Instant)>,
 }
 
 /// A fake engine. Commands: `["sleep"]` runs until stopped, `["exit", "N"]` exits with N at once,
-/// `["bad"]` fails to start.
+/// `["bad"]` fails to start. Health checks: `["pass"]`, `["fail"]`, `["hang"]` (times out),
+/// `["flag", NAME]` (passes while [`FakeRuntime::set_flag`] set NAME).
 #[derive(Default)]
 pub struct FakeRuntime {
     inner: Mutex<FakeInner>,
@@ -193,6 +200,41 @@ impl FakeRuntime {
 
     pub fn events(&self) -> Vec<String> {
         self.lock().events.clone()
+    }
+
+    pub fn set_flag(&self, name: &str, on: bool) {
+        let mut i = self.lock();
+        if on {
+            i.flags.insert(name.to_string());
+        } else {
+            i.flags.remove(name);
+        }
+    }
+
+    /// Whole seconds after the container's creation at which its probes started.
+    pub fn probe_times(&self, id: &str) -> Vec<u64> {
+        let i = self.lock();
+        let Some(created) = i.created.get(id).copied() else {
+            return Vec::new();
+        };
+        i.probes
+            .iter()
+            .filter(|(p, _, _)| p == id)
+            .map(|(_, _, at)| at.duration_since(created).as_secs())
+            .collect()
+    }
+
+    /// The id of the container whose engine name starts with `name_prefix`.
+    pub fn id_of(&self, name_prefix: &str) -> Option<String> {
+        self.lock()
+            .containers
+            .iter()
+            .find(|(_, (spec, _))| {
+                spec.name
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with(name_prefix))
+            })
+            .map(|(id, _)| id.clone())
     }
 
     pub fn exit_container(&self, name_prefix: &str, code: i32) {
@@ -224,6 +266,7 @@ impl FakeRuntime {
     }
 }
 
+#[async_trait::async_trait]
 impl Runtime for FakeRuntime {
     fn pull(&self, image: &str, auth: Option<&RegistryAuth>) -> Result<String, RuntimeError> {
         let mut i = self.lock();
@@ -268,6 +311,7 @@ impl Runtime for FakeRuntime {
             i.events
                 .push(format!("run {}", name.split('-').nth(3).unwrap_or(&name)));
             i.containers.insert(id.clone(), (spec.clone(), exit));
+            i.created.insert(id.clone(), tokio::time::Instant::now());
             id
         };
         self.cv.notify_all();
@@ -329,5 +373,32 @@ impl Runtime for FakeRuntime {
     fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
         self.lock().volumes_removed.push(name.to_string());
         Ok(())
+    }
+
+    async fn exec_check(&self, id: &str, cmd: &[String], timeout: Duration) -> Probe {
+        let passed = {
+            let mut i = self.lock();
+            i.probes
+                .push((id.to_string(), cmd.to_vec(), tokio::time::Instant::now()));
+            if !i.containers.get(id).is_some_and(|(_, e)| e.is_none()) {
+                return Probe::Error(format!("container {id} is not running"));
+            }
+            match cmd {
+                [c] if c == "pass" => Some(true),
+                [c] if c == "fail" => Some(false),
+                [c] if c == "hang" => None,
+                [c, flag] if c == "flag" => Some(i.flags.contains(flag)),
+                _ => return Probe::Error(format!("unknown check {cmd:?}")),
+            }
+        };
+        match passed {
+            Some(p) => Probe::Exit {
+                code: if p { 0 } else { 1 },
+            },
+            None => {
+                tokio::time::sleep(timeout).await;
+                Probe::TimedOut
+            }
+        }
     }
 }

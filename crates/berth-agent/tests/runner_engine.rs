@@ -17,7 +17,9 @@ use berth_control::proto::AssignedTask;
 use berth_engine::{Engine, RegistryOptions};
 use serde_json::{json, Value};
 
-const APPLETS: &[&str] = &["sh", "true", "false", "echo", "sleep", "cat", "httpd", "ls"];
+const APPLETS: &[&str] = &[
+    "sh", "true", "false", "echo", "sleep", "cat", "httpd", "ls", "test", "touch", "grep",
+];
 /// A registry nothing listens on: pulls fail at once and the local image is used.
 const IMAGE: &str = "localhost:1/agent-test/bb:1";
 
@@ -573,5 +575,131 @@ async fn awsvpc_task_gets_its_subnet_network() {
     .await;
     until("cleanup", 30, || runner.known_tasks().is_empty()).await;
     assert_eq!(env.container_count(), 0);
+    runner.shutdown().await;
+}
+
+/// Pids of processes whose argv is exactly `args`.
+fn pids_with_args(args: &[&str]) -> Vec<i32> {
+    let want: Vec<u8> = args.iter().flat_map(|a| a.bytes().chain([0])).collect();
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+                .filter(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == want)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn health(report: &Value, name: &str) -> Option<String> {
+    container(report, name)
+        .get("healthStatus")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// Real health checks through `exec`: a check that starts passing after 2 s goes UNKNOWN →
+/// HEALTHY and releases a `dependsOn HEALTHY`; a failing one and one that times out (its
+/// process killed) go UNHEALTHY; the task keeps running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_run_in_the_container() {
+    let Some(env) = Env::new() else { return };
+    let control = Arc::new(FakeControl::default());
+    let mut runner = env.runner(&control, Duration::ZERO);
+    let arn = new_arn();
+    let slow = unique("");
+    let slow_secs = format!(
+        "{}",
+        3000 + u32::from_str_radix(&slow[..3], 16).unwrap_or(1)
+    );
+    let containers = json!([
+        {"name": "app", "image": IMAGE, "stopTimeout": 1,
+         "command": ["sh", "-c", "sleep 2; touch /tmp/ok; exec sleep 1000"],
+         "healthCheck": {"command": ["CMD-SHELL", "test -f /tmp/ok"], "interval": 5,
+                         "timeout": 2, "retries": 1}},
+        {"name": "web", "image": IMAGE, "command": ["sleep", "1000"], "stopTimeout": 1,
+         "dependsOn": [{"containerName": "app", "condition": "HEALTHY"}]},
+        {"name": "bad", "image": IMAGE, "essential": false, "command": ["sleep", "1000"],
+         "stopTimeout": 1,
+         "healthCheck": {"command": ["CMD", "false"], "interval": 5, "timeout": 2, "retries": 1}},
+        {"name": "slow", "image": IMAGE, "essential": false, "command": ["sleep", "1000"],
+         "stopTimeout": 1,
+         "healthCheck": {"command": ["CMD", "sleep", slow_secs], "interval": 5, "timeout": 2,
+                         "retries": 1}}
+    ]);
+    let started = Instant::now();
+    runner.apply(&[task(&arn, "none", containers.clone(), "RUNNING")], &[]);
+    until("RUNNING", 60, || {
+        control
+            .statuses(&arn)
+            .iter()
+            .any(|s| s == "RUNNING" || s == "STOPPED")
+    })
+    .await;
+    let reports = control.reports_of(&arn);
+    let running = reports
+        .iter()
+        .find(|r| r["status"] == "RUNNING")
+        .unwrap_or_else(|| panic!("not RUNNING: {reports:#?}"));
+    // The first probe runs 5 s after the start: web could not start earlier.
+    assert!(started.elapsed() >= Duration::from_secs(5));
+    assert_eq!(health(running, "app").as_deref(), Some("HEALTHY"));
+    assert_eq!(health(running, "web"), None);
+    let activating: Vec<&Value> = reports
+        .iter()
+        .filter(|r| r["status"] == "ACTIVATING")
+        .collect();
+    assert_eq!(health(activating[0], "app").as_deref(), Some("UNKNOWN"));
+    assert!(
+        activating
+            .iter()
+            .any(|r| health(r, "app").as_deref() == Some("HEALTHY")
+                && container(r, "web").get("runtimeId").is_none()),
+        "HEALTHY reported before web started: {reports:#?}"
+    );
+    // The failing and the hanging checks: UNHEALTHY (timeout 2 s after the probe at 5 s).
+    until("bad and slow UNHEALTHY", 60, || {
+        control.reports_of(&arn).last().is_some_and(|r| {
+            health(r, "bad").as_deref() == Some("UNHEALTHY")
+                && health(r, "slow").as_deref() == Some("UNHEALTHY")
+        })
+    })
+    .await;
+    // The timed-out check's process was killed in the container (the next probe starts 5 s
+    // after the last one ended, so between probes none may run).
+    let args = ["sleep", slow_secs.as_str()];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen_gone = false;
+    while Instant::now() < deadline {
+        if pids_with_args(&args).is_empty() {
+            seen_gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen_gone, "the timed-out check process lives on");
+    // UNHEALTHY does not stop the task.
+    assert_eq!(last_status(&control, &arn).as_deref(), Some("RUNNING"));
+    let app_id = container(running, "app")["runtimeId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    assert!(env
+        .engine
+        .container(&app_id)
+        .expect("app")
+        .state
+        .is_running());
+
+    runner.apply(&[task(&arn, "none", containers, "STOPPED")], &[]);
+    until("STOPPED", 60, || {
+        last_status(&control, &arn).as_deref() == Some("STOPPED")
+    })
+    .await;
+    until("cleanup", 30, || runner.known_tasks().is_empty()).await;
+    assert_eq!(env.container_count(), 0);
+    assert!(pids_with_args(&args).is_empty());
     runner.shutdown().await;
 }

@@ -218,7 +218,13 @@ impl Engine {
             Some(a) => (Some(a.ip), Some(a.gateway)),
             None => (None, None),
         };
-        let etc = self.write_etc_files(id, &hostname, ip, dns)?;
+        let etc = self.write_etc_files(
+            id,
+            &hostname,
+            ip,
+            &crate::network::DnsConfig::gateway(dns),
+            &[],
+        )?;
         let image_config: ImageConfiguration = serde_json::from_value(json!({
             "architecture": crate::image::host_arch(),
             "os": "linux",

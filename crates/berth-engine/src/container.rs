@@ -14,7 +14,8 @@ use berth_oci::layer::{apply_layer, ApplyOptions, WhiteoutMode};
 use berth_oci::Digest;
 use berth_runtime::shim::{self, ContainerStatus, ExitInfo, RestartPolicy, ShimError, ShimRequest};
 use berth_runtime::spec::{
-    build_spec, EtcFiles, HostInfo, MountSpec, NetMode, RootfsUserDb, RunOptions, SpecError,
+    build_spec, EtcFiles, ExtraHost, HostInfo, MountSpec, NetMode, RootfsUserDb, RunOptions,
+    SpecError,
 };
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
@@ -53,6 +54,8 @@ pub enum ContainerError {
     Network(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    InvalidOption(String),
     #[error("cannot {what} {path}")]
     Io {
         what: &'static str,
@@ -192,6 +195,69 @@ pub struct RunSpec {
     /// [`Engine::attach`] send.
     #[serde(default)]
     pub interactive: bool,
+    /// `--cpu-shares` (relative CPU weight, 1024 the default).
+    #[serde(default)]
+    pub cpu_shares: Option<u64>,
+    /// `--memory-reservation` in bytes (soft limit).
+    #[serde(default)]
+    pub memory_reservation: Option<i64>,
+    /// `--memory-swap` in bytes (memory + swap, `-1` unlimited); `None`: no swap.
+    #[serde(default)]
+    pub memory_swap: Option<i64>,
+    /// `--ulimit`s.
+    #[serde(default)]
+    pub ulimits: Vec<berth_runtime::spec::Ulimit>,
+    /// `--read-only`: a read-only root file system.
+    #[serde(default)]
+    pub read_only: bool,
+    /// `--privileged`.
+    #[serde(default)]
+    pub privileged: bool,
+    /// `--cap-add` (`NET_ADMIN`, `CAP_NET_ADMIN`, `ALL`).
+    #[serde(default)]
+    pub cap_add: Vec<String>,
+    /// `--cap-drop`.
+    #[serde(default)]
+    pub cap_drop: Vec<String>,
+    /// `--add-host NAME:IP` entries for `/etc/hosts`.
+    #[serde(default)]
+    pub extra_hosts: Vec<String>,
+    /// `--label`s.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `--shm-size` in bytes (`None`: 64 MiB).
+    #[serde(default)]
+    pub shm_size: Option<u64>,
+    /// `--dns` servers (replace the `nameserver` lines of the container's resolv.conf).
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// `--dns-search` domains (replace its `search` line).
+    #[serde(default)]
+    pub dns_search: Vec<String>,
+}
+
+/// Parses `--add-host` values (`NAME:IP`, or docker's newer `NAME=IP`; IPv6 allowed, in
+/// brackets or not).
+pub fn parse_extra_host(s: &str) -> Result<ExtraHost, ContainerError> {
+    let bad = || ContainerError::InvalidOption(format!("invalid argument {s:?} for --add-host"));
+    let (name, ip) = match s.split_once('=') {
+        Some(p) => p,
+        None => s.split_once(':').ok_or_else(bad)?,
+    };
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    if ip == "host-gateway" {
+        return Err(ContainerError::InvalidOption(format!(
+            "--add-host {s}: host-gateway is not supported"
+        )));
+    }
+    let ip = ip.parse().map_err(|_| bad())?;
+    Ok(ExtraHost {
+        name: name.to_string(),
+        ip,
+    })
 }
 
 /// `containers/<id>/config.json`.
@@ -219,6 +285,9 @@ pub struct ContainerRecord {
     /// Address, namespace and published ports on a bridge network.
     #[serde(default)]
     pub network_attachment: Option<NetworkAttachment>,
+    /// The image's labels overlaid by `--label`s (inspect's `Config.Labels`).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// The state of a container.
@@ -612,6 +681,7 @@ impl Engine {
                 options: spec.clone(),
                 mounts: Vec::new(),
                 network_attachment: None,
+                labels: spec.labels.clone(),
             };
             if let Err(e) = self.write_record(&placeholder, false) {
                 let _ = fs::remove_dir_all(&dir);
@@ -740,7 +810,22 @@ impl Engine {
             Some(a) => (Some(a.ip), Some(a.gateway)),
             None => (None, None),
         };
-        let etc = self.write_etc_files(id, &hostname, ip, dns)?;
+        let extra_hosts = spec
+            .extra_hosts
+            .iter()
+            .map(|h| parse_extra_host(h))
+            .collect::<Result<Vec<_>, _>>()?;
+        let etc = self.write_etc_files(
+            id,
+            &hostname,
+            ip,
+            &crate::network::DnsConfig {
+                gateway: dns,
+                servers: &spec.dns,
+                search: &spec.dns_search,
+            },
+            &extra_hosts,
+        )?;
         let opts = RunOptions {
             hostname: hostname.clone(),
             env: spec.env.clone(),
@@ -756,7 +841,22 @@ impl Engine {
             workdir: spec.workdir.clone(),
             cpus: spec.cpus,
             memory: spec.memory,
+            memory_swap: spec.memory_swap,
+            memory_reservation: spec.memory_reservation,
+            cpu_shares: spec.cpu_shares,
+            ulimits: spec.ulimits.clone(),
             pids_limit: spec.pids_limit,
+            readonly_rootfs: spec.read_only,
+            privileged: spec.privileged,
+            devices: if spec.privileged {
+                berth_runtime::spec::host::host_devices()
+            } else {
+                Vec::new()
+            },
+            cap_add: spec.cap_add.clone(),
+            cap_drop: spec.cap_drop.clone(),
+            labels: spec.labels.clone(),
+            shm_size: spec.shm_size,
             tty: spec.tty,
             network: net_mode,
             cgroups_path: format!("/berth/{id}"),
@@ -816,6 +916,16 @@ impl Engine {
             options: spec.clone(),
             mounts,
             network_attachment: guard.attachment.clone(),
+            labels: runtime_spec
+                .annotations()
+                .as_ref()
+                .map(|a| {
+                    a.iter()
+                        .filter(|(k, _)| !k.starts_with("org.berth."))
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
         };
         self.write_record(&record, !spec.auto_remove)?;
 
@@ -964,6 +1074,40 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn extra_hosts() {
+        let h = parse_extra_host("db:10.0.0.5").expect("host");
+        assert_eq!(
+            (h.name.as_str(), h.ip.to_string()),
+            ("db", "10.0.0.5".to_string())
+        );
+        let h = parse_extra_host("v6:::1").expect("host");
+        assert_eq!(h.ip.to_string(), "::1");
+        let h = parse_extra_host("v6=[fe80::1]").expect("host");
+        assert_eq!(h.ip.to_string(), "fe80::1");
+        for bad in [
+            "db",
+            "db:",
+            ":1.2.3.4",
+            "db:nope",
+            "a b:1.2.3.4",
+            "gw:host-gateway",
+        ] {
+            assert!(parse_extra_host(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn old_records_without_new_options_load() {
+        let spec: RunSpec = serde_json::from_value(serde_json::json!({
+            "image": "bb", "cmd": [], "name": null, "env": [], "network": "none",
+            "memory": null, "cpus": null, "pids_limit": null, "user": null, "workdir": null,
+            "entrypoint": null, "hostname": null, "auto_remove": false
+        }))
+        .expect("old RunSpec");
+        assert!(!spec.privileged && spec.ulimits.is_empty() && spec.cpu_shares.is_none());
+    }
 
     #[test]
     fn names() {

@@ -26,6 +26,8 @@ pub struct ExecSpec {
     pub workdir: Option<String>,
     pub tty: bool,
     pub stdin: bool,
+    /// Kill the process when it runs longer (without `tty`; health checks).
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// An exec ready to run: the request for the runtime and the directory to remove afterwards.
@@ -131,10 +133,33 @@ impl Engine {
                 work_dir,
                 stdin: spec.stdin,
                 seccomp: berth_runtime::seccomp_bpf::Filter::from_spec(&runtime_spec)?,
+                timeout: spec.timeout,
             },
             container: id[..12].to_string(),
         })
     }
+}
+
+impl Engine {
+    /// Runs a process in a running container to its end and returns its exit code (128 +
+    /// signal when killed). `Err(ExecError::TimedOut)` when `spec.timeout` passed. The
+    /// calling process must be single-threaded (libcontainer forks): binaries call this before
+    /// any async runtime or thread exists.
+    pub fn exec_to_end(&self, query: &str, spec: &ExecSpec) -> Result<i32, ExecRunError> {
+        let prepared = self.prepare_exec(query, spec)?;
+        let result = berth_runtime::exec::exec(&prepared.request);
+        prepared.cleanup();
+        Ok(result?)
+    }
+}
+
+/// Errors of [`Engine::exec_to_end`].
+#[derive(Debug, thiserror::Error)]
+pub enum ExecRunError {
+    #[error(transparent)]
+    Prepare(#[from] ContainerError),
+    #[error(transparent)]
+    Run(#[from] berth_runtime::exec::ExecError),
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ pub use distribution::{
     ArchiveError, ArchiveFormat, DistributionError, ImageRef, PlatformSpec, Progress,
     ProgressEvent, RegistryOptions,
 };
-pub use exec::{ExecSpec, PreparedExec};
+pub use exec::{ExecRunError, ExecSpec, PreparedExec};
 pub use image::{ImageError, ImageSummary, ResolvedImage};
 pub use network::NetworkAttachment;
 pub use volume::{MountRecord, VolumeInfo, VolumeRecord};
@@ -110,6 +110,11 @@ impl Engine {
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The binary started as `<shim_exe> shim ...` per container (and `exec` by the agent).
+    pub fn shim_exe(&self) -> &Path {
+        &self.shim_exe
     }
 
     /// The content store.

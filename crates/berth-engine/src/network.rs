@@ -46,33 +46,61 @@ pub(crate) struct EtcPaths {
     pub resolv_conf: PathBuf,
 }
 
-/// `resolv.conf` for a container: the network's DNS server, or the host's servers.
-fn resolv_conf(dns: Option<Ipv4Addr>) -> String {
+/// What a container's `resolv.conf` is made of.
+pub struct DnsConfig<'a> {
+    /// The network's DNS server (the gateway of a bridge network).
+    pub gateway: Option<Ipv4Addr>,
+    /// `--dns`: replaces every `nameserver` line (as on Docker's default bridge).
+    pub servers: &'a [String],
+    /// `--dns-search`: replaces the `search` line.
+    pub search: &'a [String],
+}
+
+impl DnsConfig<'_> {
+    pub fn gateway(gateway: Option<Ipv4Addr>) -> DnsConfig<'static> {
+        DnsConfig {
+            gateway,
+            servers: &[],
+            search: &[],
+        }
+    }
+}
+
+/// `resolv.conf` for a container: `--dns` servers, else the network's DNS server, else the
+/// host's servers; `--dns-search` else the host's `search`; the host's `options`.
+fn resolv_conf(dns: &DnsConfig<'_>) -> String {
     let host = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let mut out = String::new();
-    match dns {
-        Some(server) => {
-            out.push_str(&format!("nameserver {server}\n"));
-            for l in host.lines() {
-                let l = l.trim();
-                if l.starts_with("search ") || l.starts_with("options ") {
-                    out.push_str(l);
-                    out.push('\n');
-                }
-            }
+    let host_lines = |prefix: &str| -> Vec<String> {
+        host.lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with(prefix))
+            .map(str::to_string)
+            .collect()
+    };
+    if !dns.servers.is_empty() {
+        for s in dns.servers {
+            out.push_str(&format!("nameserver {s}\n"));
         }
-        None => {
-            for l in host.lines() {
-                let l = l.trim();
-                if l.starts_with("nameserver ")
-                    || l.starts_with("search ")
-                    || l.starts_with("options ")
-                {
-                    out.push_str(l);
-                    out.push('\n');
-                }
-            }
+    } else if let Some(server) = dns.gateway {
+        out.push_str(&format!("nameserver {server}\n"));
+    } else {
+        for l in host_lines("nameserver ") {
+            out.push_str(&l);
+            out.push('\n');
         }
+    }
+    if !dns.search.is_empty() {
+        out.push_str(&format!("search {}\n", dns.search.join(" ")));
+    } else {
+        for l in host_lines("search ") {
+            out.push_str(&l);
+            out.push('\n');
+        }
+    }
+    for l in host_lines("options ") {
+        out.push_str(&l);
+        out.push('\n');
     }
     out
 }
@@ -112,7 +140,8 @@ impl Engine {
         id: &str,
         hostname: &str,
         ip: Option<Ipv4Addr>,
-        dns: Option<Ipv4Addr>,
+        dns: &DnsConfig<'_>,
+        extra_hosts: &[berth_runtime::spec::ExtraHost],
     ) -> Result<EtcPaths, ContainerError> {
         let dir = self.container_dir(id);
         let paths = EtcPaths {
@@ -124,7 +153,7 @@ impl Engine {
         let files = [
             (
                 &paths.hosts,
-                berth_runtime::spec::hosts_file(hostname, &own, &[]),
+                berth_runtime::spec::hosts_file(hostname, &own, extra_hosts),
             ),
             (
                 &paths.hostname,
@@ -300,8 +329,27 @@ mod tests {
 
     #[test]
     fn resolv_conf_points_at_the_gateway() {
-        let r = resolv_conf(Some(Ipv4Addr::new(172, 18, 0, 1)));
+        let r = resolv_conf(&DnsConfig::gateway(Some(Ipv4Addr::new(172, 18, 0, 1))));
         assert!(r.starts_with("nameserver 172.18.0.1\n"), "{r}");
         assert_eq!(r.matches("nameserver").count(), 1, "{r}");
+    }
+
+    #[test]
+    fn resolv_conf_takes_dns_options() {
+        let servers = ["10.0.0.2".to_string(), "10.0.0.3".to_string()];
+        let search = ["corp.example".to_string(), "example".to_string()];
+        let r = resolv_conf(&DnsConfig {
+            gateway: Some(Ipv4Addr::new(172, 18, 0, 1)),
+            servers: &servers,
+            search: &search,
+        });
+        assert!(
+            r.starts_with(
+                "nameserver 10.0.0.2\nnameserver 10.0.0.3\nsearch corp.example example\n"
+            ),
+            "{r}"
+        );
+        assert_eq!(r.matches("nameserver").count(), 2, "{r}");
+        assert_eq!(r.matches("search").count(), 1, "{r}");
     }
 }

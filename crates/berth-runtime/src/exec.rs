@@ -49,6 +49,9 @@ pub enum ExecError {
     Terminal(#[source] io::Error),
     #[error("cannot wait for the process")]
     Wait(#[source] Errno),
+    /// `timeout` passed: the process was killed.
+    #[error("the process did not finish within {0:?} and was killed")]
+    TimedOut(std::time::Duration),
 }
 
 /// One `exec`.
@@ -67,6 +70,9 @@ pub struct ExecRequest {
     pub stdin: bool,
     /// The container's compiled seccomp program (its spec names one; see [`crate::seccomp_bpf`]).
     pub seccomp: Option<crate::seccomp_bpf::Filter>,
+    /// Without a terminal: SIGKILL the process when it runs longer than this (from its start),
+    /// and fail with [`ExecError::TimedOut`] (health checks).
+    pub timeout: Option<std::time::Duration>,
 }
 
 /// Runs the process and returns its exit code. The calling process must be single-threaded.
@@ -144,9 +150,55 @@ pub fn exec(req: &ExecRequest) -> Result<i32, ExecError> {
             drop(raw);
             copied?
         }
-        None => wait_code(pid, None)?,
+        None => match req.timeout {
+            Some(t) => wait_timeout(pid, t)?.ok_or(ExecError::TimedOut(t))?,
+            None => wait_code(pid, None)?,
+        },
     };
     Ok(code)
+}
+
+/// A pidfd of `pid` (`None` on kernels before 5.3).
+#[allow(unsafe_code)]
+fn pidfd_open(pid: Pid) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1; nothing
+    // else is touched.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    let raw = i32::try_from(raw).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: `raw` is a descriptor just returned to us and owned by nobody else.
+    Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
+}
+
+/// Waits for `pid` at most `timeout` (a pidfd polled with the time left); kills and reaps it
+/// after that and returns `None`.
+fn wait_timeout(pid: Pid, timeout: std::time::Duration) -> Result<Option<i32>, ExecError> {
+    let deadline = std::time::Instant::now() + timeout;
+    let pidfd = pidfd_open(pid);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = wait_code(pid, None);
+            return Ok(None);
+        }
+        match &pidfd {
+            Some(fd) => {
+                let ms = u16::try_from(left.as_millis().clamp(1, u128::from(u16::MAX)))
+                    .unwrap_or(u16::MAX);
+                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+                match poll(&mut fds, PollTimeout::from(ms)) {
+                    Ok(0) | Err(Errno::EINTR) => continue,
+                    Ok(_) => return wait_code(pid, None).map(Some),
+                    Err(e) => return Err(ExecError::Wait(e)),
+                }
+            }
+            // Kernels before 5.3: poll the child.
+            None => match wait_code(pid, Some(WaitPidFlag::WNOHANG))? {
+                -1 => std::thread::sleep(left.min(std::time::Duration::from_millis(10))),
+                code => return Ok(Some(code)),
+            },
+        }
+    }
 }
 
 fn wait_code(pid: Pid, flags: Option<WaitPidFlag>) -> Result<i32, ExecError> {

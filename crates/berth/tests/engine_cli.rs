@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 const APPLETS: &[&str] = &[
     "sh", "true", "false", "echo", "sleep", "cat", "id", "hostname", "ls", "head", "tail", "dd",
-    "env", "pwd", "grep", "tty", "httpd", "wget", "mkdir",
+    "env", "pwd", "grep", "tty", "httpd", "wget", "mkdir", "touch", "test",
 ];
 
 fn is_root() -> bool {
@@ -1154,4 +1154,285 @@ fn run_interactive_and_tty() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(env.inspect("ish")["State"]["Running"], true);
     assert_ok(&env.run(&["rm", "-f", "icat", "ish"]));
+}
+
+/// The `CapEff` mask of `berth run ... grep CapEff /proc/self/status`.
+fn cap_eff(env: &Env, args: &[&str]) -> u64 {
+    let mut all = vec!["run", "--rm"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["bb:1", "grep", "CapEff", "/proc/self/status"]);
+    let out = env.stdout(&all);
+    let hex = out
+        .trim()
+        .strip_prefix("CapEff:")
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no CapEff in {out:?}"));
+    u64::from_str_radix(hex, 16).expect("hex mask")
+}
+
+/// A cgroup file of a container, v1 (`<controller>/berth/<id>/<v1>`) or v2 (`berth/<id>/<v2>`).
+fn cgroup_value(id: &str, controllers: &[&str], v1: &str, v2: &str) -> Option<String> {
+    let mut paths: Vec<String> = controllers
+        .iter()
+        .map(|c| format!("/sys/fs/cgroup/{c}/berth/{id}/{v1}"))
+        .collect();
+    paths.push(format!("/sys/fs/cgroup/berth/{id}/{v2}"));
+    paths
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+}
+
+#[test]
+fn ulimits_read_only_add_host_dns_and_shm() {
+    let Some(env) = Env::new() else { return };
+    // --ulimit: soft and hard limits inside the container.
+    let out = env.stdout(&[
+        "run",
+        "--rm",
+        "--ulimit",
+        "nofile=1024:2048",
+        "--ulimit",
+        "nproc=77",
+        "bb:1",
+        "sh",
+        "-c",
+        "ulimit -n; ulimit -Hn; ulimit -u",
+    ]);
+    assert_eq!(out, "1024\n2048\n77\n");
+    let out = env.run(&["run", "--rm", "--ulimit", "nofile=10:5", "bb:1", "true"]);
+    assert!(!out.status.success(), "soft above hard is refused");
+    // --read-only: / is read-only; a --tmpfs, /dev/shm and a volume stay writable.
+    let out = env.stdout(&[
+        "run",
+        "--rm",
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "-v",
+        "rodata:/data",
+        "bb:1",
+        "sh",
+        "-c",
+        "touch /x 2>/dev/null && echo root-writable; touch /tmp/y && echo tmp; \
+         touch /dev/shm/z && echo shm; touch /data/a && echo volume; \
+         touch /etc/hosts 2>/dev/null && echo hosts-writable; true",
+    ]);
+    assert_eq!(out, "tmp\nshm\nvolume\n");
+    // Without it, / is writable.
+    assert_eq!(
+        env.stdout(&["run", "--rm", "bb:1", "sh", "-c", "touch /x && echo ok"]),
+        "ok\n"
+    );
+    // --add-host, --dns, --dns-search, --shm-size.
+    let out = env.stdout(&[
+        "run",
+        "--rm",
+        "--add-host",
+        "db.local:10.1.2.3",
+        "--add-host",
+        "v6=[fe80::1]",
+        "bb:1",
+        "cat",
+        "/etc/hosts",
+    ]);
+    assert!(out.lines().any(|l| l == "10.1.2.3\tdb.local"), "{out}");
+    assert!(out.lines().any(|l| l == "fe80::1\tv6"), "{out}");
+    let out = env.stdout(&[
+        "run",
+        "--rm",
+        "--dns",
+        "10.0.0.2",
+        "--dns-search",
+        "corp.example",
+        "bb:1",
+        "cat",
+        "/etc/resolv.conf",
+    ]);
+    assert!(
+        out.starts_with("nameserver 10.0.0.2\nsearch corp.example\n"),
+        "{out}"
+    );
+    assert_eq!(out.matches("nameserver").count(), 1, "{out}");
+    let out = env.stdout(&[
+        "run",
+        "--rm",
+        "--shm-size",
+        "16m",
+        "bb:1",
+        "grep",
+        "/dev/shm",
+        "/proc/mounts",
+    ]);
+    assert!(out.contains("size=16384k"), "{out}");
+}
+
+#[test]
+fn capabilities_and_privileged() {
+    let Some(env) = Env::new() else { return };
+    const CHOWN: u64 = 1 << 0;
+    const NET_ADMIN: u64 = 1 << 12;
+    const SYS_ADMIN: u64 = 1 << 21;
+    let default = cap_eff(&env, &[]);
+    // Docker's 14 default capabilities.
+    assert_eq!(default, 0xa80425fb, "{default:x}");
+    let changed = cap_eff(&env, &["--cap-add", "NET_ADMIN", "--cap-drop", "CAP_CHOWN"]);
+    assert_eq!(changed, (default | NET_ADMIN) & !CHOWN, "{changed:x}");
+    assert_eq!(cap_eff(&env, &["--cap-drop", "ALL"]), 0);
+    assert_eq!(
+        cap_eff(&env, &["--cap-drop", "ALL", "--cap-add", "chown"]),
+        CHOWN
+    );
+    let out = env.run(&["run", "--rm", "--cap-add", "NOT_A_CAP", "bb:1", "true"]);
+    assert!(!out.status.success());
+    // --privileged: every capability of this kernel, host devices, no seccomp.
+    let last: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .expect("cap_last_cap")
+        .trim()
+        .parse()
+        .expect("number");
+    // Every capability of this kernel that berth itself holds (this host's root may lack some,
+    // e.g. CAP_SYS_RESOURCE; granting those fails, so "all" is what the caller has).
+    let bounding = std::fs::read_to_string("/proc/self/status")
+        .expect("status")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("CapBnd:")
+                .map(|h| u64::from_str_radix(h.trim(), 16))
+        })
+        .expect("CapBnd")
+        .expect("hex");
+    let all = ((1u64 << (last + 1)) - 1) & bounding;
+    let privileged = cap_eff(&env, &["--privileged"]);
+    assert_eq!(privileged, all, "{privileged:x}");
+    assert!(privileged & SYS_ADMIN != 0);
+    let seccomp = env.stdout(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "bb:1",
+        "grep",
+        "Seccomp:",
+        "/proc/self/status",
+    ]);
+    assert!(seccomp.trim().ends_with('0'), "{seccomp}");
+    let seccomp = env.stdout(&[
+        "run",
+        "--rm",
+        "bb:1",
+        "grep",
+        "Seccomp:",
+        "/proc/self/status",
+    ]);
+    assert!(seccomp.trim().ends_with('2'), "{seccomp}");
+    if Path::new("/dev/kmsg").exists() {
+        let probe = "test -c /dev/kmsg && echo present || echo absent";
+        assert_eq!(
+            env.stdout(&["run", "--rm", "--privileged", "bb:1", "sh", "-c", probe]),
+            "present\n"
+        );
+        assert_eq!(
+            env.stdout(&["run", "--rm", "bb:1", "sh", "-c", probe]),
+            "absent\n"
+        );
+    }
+}
+
+#[test]
+fn cpu_shares_memory_reservation_labels_in_cgroups_and_inspect() {
+    let Some(env) = Env::new() else { return };
+    let id = env.stdout(&[
+        "run",
+        "-d",
+        "--name",
+        "opts",
+        "--cpu-shares",
+        "512",
+        "--memory",
+        "64m",
+        "--memory-reservation",
+        "32m",
+        "--memory-swap",
+        "128m",
+        "--ulimit",
+        "nofile=100:200",
+        "--read-only",
+        "--cap-add",
+        "NET_ADMIN",
+        "--cap-drop",
+        "MKNOD",
+        "--add-host",
+        "x:1.2.3.4",
+        "--shm-size",
+        "16m",
+        "--label",
+        "team=web",
+        "--label",
+        "tier=front",
+        "--dns",
+        "10.0.0.2",
+        "--hostname",
+        "opts-host",
+        "bb:1",
+        "sleep",
+        "1000",
+    ]);
+    let id = id.trim();
+    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let shares = cgroup_value(id, &["cpu", "cpu,cpuacct"], "cpu.shares", "cpu.weight");
+    // v2: libcgroups converts shares to a weight (512 → 59 with crun's formula); v1 as given.
+    if unified {
+        let w: u64 = shares
+            .as_deref()
+            .and_then(|s| s.parse().ok())
+            .expect("cpu.weight");
+        assert!((1..100).contains(&w), "cpu.weight {w}");
+    } else {
+        assert_eq!(shares.as_deref(), Some("512"));
+    }
+    let soft = cgroup_value(id, &["memory"], "memory.soft_limit_in_bytes", "memory.low");
+    assert_eq!(soft.as_deref(), Some("33554432"));
+    if let Some(memsw) = cgroup_value(
+        id,
+        &["memory"],
+        "memory.memsw.limit_in_bytes",
+        "memory.swap.max",
+    ) {
+        // v1: memory + swap; v2: the swap alone.
+        let want = if unified { "67108864" } else { "134217728" };
+        assert_eq!(memsw, want);
+    }
+    let c = env.inspect("opts");
+    let h = &c["HostConfig"];
+    assert_eq!(h["CpuShares"], 512);
+    assert_eq!(h["Memory"], 64 << 20);
+    assert_eq!(h["MemoryReservation"], 32 << 20);
+    assert_eq!(h["MemorySwap"], 128 << 20);
+    assert_eq!(
+        h["Ulimits"],
+        serde_json::json!([{"Name": "nofile", "Soft": 100, "Hard": 200}])
+    );
+    assert_eq!(h["ReadonlyRootfs"], true);
+    assert_eq!(h["Privileged"], false);
+    assert_eq!(h["CapAdd"], serde_json::json!(["NET_ADMIN"]));
+    assert_eq!(h["CapDrop"], serde_json::json!(["MKNOD"]));
+    assert_eq!(h["ExtraHosts"], serde_json::json!(["x:1.2.3.4"]));
+    assert_eq!(h["ShmSize"], 16 << 20);
+    assert_eq!(h["Dns"], serde_json::json!(["10.0.0.2"]));
+    assert_eq!(
+        c["Config"]["Labels"],
+        serde_json::json!({"team": "web", "tier": "front"})
+    );
+    assert_eq!(c["Config"]["Hostname"], "opts-host");
+    // `exec --timeout` (the agent's health checks): killed and 124 when it runs longer.
+    let started = Instant::now();
+    let out = env.run(&["exec", "--timeout", "1", "opts", "sleep", "30"]);
+    assert_eq!(out.status.code(), Some(124), "{out:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did not finish within"));
+    let out = env.run(&["exec", "--timeout", "5", "opts", "sh", "-c", "exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_ok(&env.run(&["rm", "-f", "opts"]));
+    // The container's cgroup is gone with it.
+    assert!(cgroup_value(id, &["memory"], "memory.soft_limit_in_bytes", "memory.low").is_none());
 }

@@ -1,6 +1,7 @@
 //! Test-only stand-in for the `berth` binary's hidden subcommands that the engine runs:
 //! `shim ARGS` (one per container), `netd --root DIR` (published ports, DNS) and
-//! `container-exited --root ROOT ID` (a networked container's on-exit hook).
+//! `container-exited --root ROOT ID` (a networked container's on-exit hook) and
+//! `exec --root ROOT [--timeout SECONDS] ID CMD...` (the agent's health checks).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,8 +83,53 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some("exec") => {
+            // exec --root ROOT [--timeout SECONDS] ID CMD...
+            let (root, rest) = match args.get(2..4) {
+                Some([flag, root]) if flag == "--root" => (PathBuf::from(root), &args[4..]),
+                _ => return ExitCode::from(2),
+            };
+            let (timeout, rest) = match rest {
+                [flag, secs, rest @ ..] if flag == "--timeout" => {
+                    match secs.parse::<f64>().ok().filter(|s| *s > 0.0) {
+                        Some(s) => (Some(std::time::Duration::from_secs_f64(s)), rest),
+                        None => return ExitCode::from(2),
+                    }
+                }
+                _ => (None, rest),
+            };
+            let [id, cmd @ ..] = rest else {
+                return ExitCode::from(2);
+            };
+            let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from(&args[0]));
+            let spec = berth_engine::ExecSpec {
+                cmd: cmd.to_vec(),
+                timeout,
+                ..Default::default()
+            };
+            let engine = match berth_engine::Engine::open(&root, exe) {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("exec: {e}");
+                    return ExitCode::from(126);
+                }
+            };
+            match engine.exec_to_end(id, &spec) {
+                Ok(c) => code(c),
+                Err(e) => {
+                    eprintln!("exec: {e}");
+                    let timed_out = matches!(
+                        e,
+                        berth_engine::ExecRunError::Run(berth_runtime::exec::ExecError::TimedOut(
+                            _
+                        ))
+                    );
+                    ExitCode::from(if timed_out { 124 } else { 126 })
+                }
+            }
+        }
         _ => {
-            eprintln!("usage: berth-agent-test-shim shim|netd|container-exited ...");
+            eprintln!("usage: berth-agent-test-shim shim|netd|container-exited|exec ...");
             ExitCode::from(2)
         }
     }

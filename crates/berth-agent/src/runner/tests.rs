@@ -4,6 +4,7 @@ use berth_control::proto::AssignedTask;
 use serde_json::json;
 
 use super::*;
+use crate::health::HealthStatus;
 use crate::testing::{FakeControl, FakeRuntime};
 
 const ARN: &str =
@@ -386,5 +387,160 @@ async fn ecr_token_is_used_for_its_registry_only() {
         ("127.0.0.1:5000", "AWS", "tok")
     );
     assert!(auths[1].is_none());
+    r.shutdown().await;
+}
+
+/// Waits in paused time (the clock jumps to the next timer when everything is idle).
+async fn until_paused(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn health_of(report: &Value, name: &str) -> Option<String> {
+    container(report, name)
+        .get("healthStatus")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+}
+
+/// `dependsOn HEALTHY` waits for the dependency's health check; health changes are reported
+/// with the task's current status; an UNHEALTHY essential container does not stop the task.
+#[tokio::test(start_paused = true)]
+async fn health_checks_gate_healthy_dependencies_and_are_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = FakeRuntime::with_images(&["bb"], &[]);
+    let control = Arc::new(FakeControl::default());
+    let mut r = runner(dir.path(), &rt, &control, Duration::ZERO);
+    let containers = json!([
+        {"name": "web", "image": "bb", "command": ["sleep"],
+         "dependsOn": [{"containerName": "db", "condition": "HEALTHY"}]},
+        {"name": "db", "image": "bb", "command": ["sleep"],
+         "healthCheck": {"command": ["CMD", "flag", "db-ready"], "interval": 5, "timeout": 2,
+                         "retries": 2}}
+    ]);
+    r.apply(&[task(containers.clone(), "RUNNING")], &[]);
+    until_paused("db started", || rt.id_of("ecs-fam-1-db-").is_some()).await;
+    let db = rt.id_of("ecs-fam-1-db-").expect("db");
+    // Failing checks: db stays UNKNOWN (then UNHEALTHY would fail the start; let one fail).
+    until_paused("a probe", || !rt.probe_times(&db).is_empty()).await;
+    assert_eq!(rt.probe_times(&db), vec![5]);
+    assert!(rt.id_of("ecs-fam-1-web-").is_none(), "web waits for db");
+    assert_eq!(control.statuses(ARN), vec!["PENDING", "ACTIVATING"]);
+    let activating = control.reports_of(ARN).pop().expect("report");
+    assert_eq!(health_of(&activating, "db").as_deref(), Some("UNKNOWN"));
+    assert_eq!(
+        health_of(&activating, "web"),
+        None,
+        "no health check: no healthStatus"
+    );
+    rt.set_flag("db-ready", true);
+    until_paused("RUNNING", || {
+        control.statuses(ARN).contains(&"RUNNING".to_string())
+    })
+    .await;
+    let reports = control.reports_of(ARN);
+    // The health change went out by itself (status still ACTIVATING), before web started.
+    let healthy = &reports[2];
+    assert_eq!(healthy["status"], "ACTIVATING");
+    assert_eq!(health_of(healthy, "db").as_deref(), Some("HEALTHY"));
+    assert!(container(healthy, "web").get("runtimeId").is_none());
+    assert_eq!(rt.probe_times(&db), vec![5, 10]);
+    let running = &reports[3];
+    assert_eq!(running["status"], "RUNNING");
+    assert_eq!(health_of(running, "db").as_deref(), Some("HEALTHY"));
+    let events: Vec<String> = rt
+        .events()
+        .into_iter()
+        .filter(|e| e.starts_with("run"))
+        .collect();
+    assert_eq!(events, vec!["run db", "run web"]);
+
+    // Failing again: UNHEALTHY after 2 failures, reported; the task keeps running.
+    rt.set_flag("db-ready", false);
+    until_paused("UNHEALTHY", || {
+        control
+            .reports_of(ARN)
+            .last()
+            .and_then(|r| health_of(r, "db"))
+            .as_deref()
+            == Some("UNHEALTHY")
+    })
+    .await;
+    let unhealthy = control.reports_of(ARN).pop().expect("report");
+    assert_eq!(unhealthy["status"], "RUNNING");
+    assert_eq!(rt.probe_times(&db), vec![5, 10, 15, 20]);
+    let record = TaskStore::new(dir.path()).load_all().expect("load");
+    assert_eq!(
+        record[0].container("db").and_then(|c| c.health_status),
+        Some(HealthStatus::Unhealthy)
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(control.statuses(ARN).iter().all(|s| s != "STOPPED"));
+    assert!(rt.lock().containers.values().all(|(_, e)| e.is_none()));
+    // Probes go on (every 5 s) and see the recovery.
+    rt.set_flag("db-ready", true);
+    until_paused("HEALTHY again", || {
+        control
+            .reports_of(ARN)
+            .last()
+            .and_then(|r| health_of(r, "db"))
+            .as_deref()
+            == Some("HEALTHY")
+    })
+    .await;
+
+    // Stopping the task stops the probes.
+    r.apply(&[task(containers, "STOPPED")], &[]);
+    until_paused("STOPPED", || {
+        control.statuses(ARN).last().map(String::as_str) == Some("STOPPED")
+    })
+    .await;
+    let probes = rt.lock().probes.len();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(rt.lock().probes.len(), probes);
+    r.shutdown().await;
+}
+
+/// A HEALTHY dependency that turns UNHEALTHY (or has failing checks from the start) fails
+/// the task's start.
+#[tokio::test(start_paused = true)]
+async fn unhealthy_dependency_fails_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = FakeRuntime::with_images(&["bb"], &[]);
+    let control = Arc::new(FakeControl::default());
+    let mut r = runner(dir.path(), &rt, &control, Duration::from_secs(3600));
+    let containers = json!([
+        {"name": "web", "image": "bb", "command": ["sleep"],
+         "dependsOn": [{"containerName": "db", "condition": "HEALTHY"}]},
+        {"name": "db", "image": "bb", "command": ["sleep"],
+         "healthCheck": {"command": ["CMD", "hang"], "interval": 5, "timeout": 2,
+                         "retries": 2, "startPeriod": 10}}
+    ]);
+    r.apply(&[task(containers, "RUNNING")], &[]);
+    until_paused("STOPPED", || {
+        control.statuses(ARN).last().map(String::as_str) == Some("STOPPED")
+    })
+    .await;
+    let stopped = control.reports_of(ARN).pop().expect("report");
+    assert_eq!(
+        stopped["reason"],
+        "CannotStartContainerError: dependency db of container web is UNHEALTHY (condition HEALTHY)"
+    );
+    assert_eq!(health_of(&stopped, "db").as_deref(), Some("UNHEALTHY"));
+    assert!(container(&stopped, "web").get("runtimeId").is_none());
+    // The timeout of the probe at 5 s ended (7 s) within the 10 s start period: not counted.
+    // The next ones (12 s, 19 s; Docker judges a result by when it arrives) made it UNHEALTHY.
+    let db = rt.id_of("ecs-fam-1-db-").expect("db");
+    assert_eq!(rt.probe_times(&db), vec![5, 12, 19]);
+    assert_eq!(
+        control.statuses(ARN),
+        vec!["PENDING", "ACTIVATING", "ACTIVATING", "STOPPED"]
+    );
     r.shutdown().await;
 }

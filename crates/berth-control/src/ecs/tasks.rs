@@ -805,6 +805,8 @@ struct ContainerChange {
     network_bindings: Vec<Value>,
     reason: Option<String>,
     status: Option<String>,
+    /// Berth's extension: the container's health (HEALTHY, UNHEALTHY, UNKNOWN).
+    health_status: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -842,6 +844,17 @@ pub(super) fn submit_state_change(c: &Ctx<'_>, input: Value) -> Result<Value, Aw
         "RUNNING" | "STOPPED" => Durability::Immediate,
         _ => Durability::Eventual,
     };
+    for h in i
+        .containers
+        .iter()
+        .filter_map(|c| c.health_status.as_deref())
+    {
+        if !matches!(h, "HEALTHY" | "UNHEALTHY" | "UNKNOWN") {
+            return Err(invalid_param(format!(
+                "Invalid container health status: {h}"
+            )));
+        }
+    }
     c.control.write(durability, |tx| {
         let mut t = find_task(tx.state, c.region, &cluster, &task_ref)
             .ok_or_else(|| invalid_param("The referenced task was not found."))?;
@@ -873,6 +886,9 @@ pub(super) fn submit_state_change(c: &Ctx<'_>, input: Value) -> Result<Value, Aw
             }
             if !ch.network_bindings.is_empty() {
                 ct.network_bindings = ch.network_bindings.clone();
+            }
+            if let Some(h) = &ch.health_status {
+                ct.health_status = Some(h.clone());
             }
         }
         if let Some(v) = i.pull_started_at {

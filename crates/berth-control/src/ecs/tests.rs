@@ -310,6 +310,58 @@ fn run_task_lifecycle_resources_and_durability() {
 }
 
 #[test]
+fn container_health_reports_are_stored() {
+    let t = T::new();
+    t.ok("CreateCluster", json!({}));
+    t.ok(
+        "RegisterTaskDefinition",
+        json!({"family": "hc", "containerDefinitions": [
+            {"name": "app", "image": "bb", "memory": 64,
+             "healthCheck": {"command": ["CMD", "true"]}},
+            {"name": "side", "image": "bb", "memory": 64, "essential": false}]}),
+    );
+    t.ok(
+        "RegisterContainerInstance",
+        json!({"totalResources": [{"name": "CPU", "type": "INTEGER", "integerValue": 2048},
+                                 {"name": "MEMORY", "type": "INTEGER", "integerValue": 4096}],
+               "attributes": [{"name": "ecs.capability.container-health-check"},
+                              {"name": "com.amazonaws.ecs.capability.docker-remote-api.1.24"}]}),
+    );
+    let r = t.ok("RunTask", json!({"taskDefinition": "hc"}));
+    let arn = r["tasks"][0]["taskArn"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_string();
+    let health = |t: &T| {
+        let d = t.ok("DescribeTasks", json!({"tasks": [arn.clone()]}));
+        let task = d["tasks"][0].clone();
+        (
+            task["healthStatus"].clone(),
+            task["containers"][0]["healthStatus"].clone(),
+        )
+    };
+    assert_eq!(health(&t), (json!("UNKNOWN"), json!("UNKNOWN")));
+    t.ok(
+        "SubmitTaskStateChange",
+        json!({"task": arn, "status": "RUNNING"}),
+    );
+    // A report whose only news is the container's health.
+    for h in ["HEALTHY", "UNHEALTHY"] {
+        t.ok(
+            "SubmitTaskStateChange",
+            json!({"task": arn, "status": "RUNNING",
+                   "containers": [{"containerName": "app", "status": "RUNNING", "healthStatus": h}]}),
+        );
+        assert_eq!(health(&t), (json!(h), json!(h)));
+    }
+    t.err(
+        "SubmitTaskStateChange",
+        json!({"task": arn, "containers": [{"containerName": "app", "healthStatus": "GOOD"}]}),
+        "InvalidParameterException",
+    );
+}
+
+#[test]
 fn failed_start_and_essential_exit_stop_codes() {
     let t = T::new();
     t.ok("CreateCluster", json!({}));

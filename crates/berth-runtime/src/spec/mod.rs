@@ -22,6 +22,7 @@ pub mod host;
 pub mod mounts;
 pub mod seccomp;
 pub mod security;
+pub mod ulimit;
 pub mod user;
 
 use std::collections::{BTreeMap, HashMap};
@@ -39,6 +40,7 @@ use oci_spec::runtime::{
 pub use host::HostInfo;
 pub use mounts::{hostname_file, hosts_file, EtcFiles, ExtraHost, MountError, MountSpec};
 pub use security::{CapabilityError, DEFAULT_CAPABILITIES};
+pub use ulimit::{Ulimit, UlimitError};
 pub use user::{
     resolve_user, GroupEntry, PasswdEntry, ResolvedUser, RootfsUserDb, StaticUserDb, UserDb,
     UserError,
@@ -55,6 +57,10 @@ pub const DEFAULT_NOFILE: u64 = 1 << 20;
 
 /// CFS period used for `--cpus`, in microseconds.
 pub const CPU_PERIOD: u64 = 100_000;
+
+/// The range of cgroup v1 `cpu.shares` (the kernel's `MIN_SHARES`/`MAX_SHARES`).
+pub const MIN_CPU_SHARES: u64 = 2;
+pub const MAX_CPU_SHARES: u64 = 262_144;
 
 /// The smallest `--memory` Docker accepts (6 MiB).
 pub const MIN_MEMORY: i64 = 6 << 20;
@@ -95,6 +101,15 @@ pub enum SpecError {
     /// `--memory-swap` below `--memory`.
     #[error("minimum memoryswap limit should be larger than memory limit")]
     SwapBelowMemory,
+    /// `--memory-reservation` below 6 MiB.
+    #[error("minimum memory reservation allowed is 6MB")]
+    ReservationTooLow,
+    /// `--memory-reservation` above `--memory`.
+    #[error("minimum memory limit can not be less than memory reservation limit, see usage")]
+    ReservationAboveMemory,
+    /// A `--ulimit` was refused.
+    #[error(transparent)]
+    Ulimit(#[from] UlimitError),
     /// The user could not be resolved.
     #[error(transparent)]
     User(#[from] UserError),
@@ -158,6 +173,16 @@ pub struct RunOptions {
     pub memory_swap: Option<i64>,
     /// `--pids-limit`; `None`, `0` or `-1`: unlimited.
     pub pids_limit: Option<i64>,
+    /// `--cpu-shares` (relative weight; cgroup v1 `cpu.shares`, converted to `cpu.weight` on
+    /// v2 by the runtime); `None` or `0`: the default (1024).
+    pub cpu_shares: Option<u64>,
+    /// `--memory-reservation` in bytes: the soft limit (v1 `memory.soft_limit_in_bytes`, v2
+    /// `memory.low`); `None` or `<= 0`: none.
+    pub memory_reservation: Option<i64>,
+    /// `--ulimit`s; `nofile` replaces the default `RLIMIT_NOFILE`.
+    pub ulimits: Vec<Ulimit>,
+    /// Host devices given to a `--privileged` container (Docker adds every host device).
+    pub devices: Vec<oci_spec::runtime::LinuxDevice>,
     /// `--network`.
     pub network: NetMode,
     /// `--read-only`.
@@ -229,12 +254,19 @@ pub fn build_spec(
         }
     }
 
-    let caps = security::container_capabilities(
+    let mut caps = security::container_capabilities(
         &opts.cap_add,
         &opts.cap_drop,
         opts.privileged,
         host.cap_last_cap,
     )?;
+    // "All" is all that the caller itself may grant (a capset beyond it fails).
+    if opts.privileged || opts.cap_add.iter().any(|c| c.eq_ignore_ascii_case("ALL")) {
+        caps.retain(|c| {
+            let n = security::capability_number(*c);
+            n < 64 && host.cap_bounding & (1u64 << n) != 0
+        });
+    }
     let nofile = DEFAULT_NOFILE.min(host.nofile_hard);
     let mut process = ProcessBuilder::default()
         .terminal(opts.tty)
@@ -249,11 +281,7 @@ pub fn build_spec(
         .env(env)
         .cwd(cwd)
         .capabilities(capability_sets(&caps, user.uid == 0)?)
-        .rlimits(vec![PosixRlimitBuilder::default()
-            .typ(PosixRlimitType::RlimitNofile)
-            .hard(nofile)
-            .soft(nofile)
-            .build()?])
+        .rlimits(rlimits(&opts.ulimits, nofile)?)
         .build()?;
     // Privileged containers may gain privileges (setuid binaries); absent rather than `false`,
     // as youki treats any present value like `true` when ordering the seccomp setup.
@@ -271,6 +299,7 @@ pub fn build_spec(
     // masked paths...), so every field that matters is set explicitly, absent ones included.
     let mut linux = Linux::default();
     linux.set_namespaces(Some(namespaces(&opts.network, host.cgroup_unified)));
+    linux.set_devices(Some(opts.devices.clone()).filter(|d| opts.privileged && !d.is_empty()));
     linux.set_resources(Some(resources(opts, host)?));
     linux.set_cgroups_path(
         Some(PathBuf::from(&opts.cgroups_path)).filter(|_| !opts.cgroups_path.is_empty()),
@@ -541,6 +570,37 @@ fn namespaces(net: &NetMode, cgroup_unified: bool) -> Vec<LinuxNamespace> {
     list
 }
 
+/// The default `RLIMIT_NOFILE` (unless a ulimit names `nofile`) and the `--ulimit`s, in
+/// the order given (a name given twice: the last wins).
+fn rlimits(
+    ulimits: &[Ulimit],
+    nofile: u64,
+) -> Result<Vec<oci_spec::runtime::PosixRlimit>, SpecError> {
+    let mut out: Vec<oci_spec::runtime::PosixRlimit> = Vec::new();
+    if !ulimits.iter().any(|u| u.name == "nofile") {
+        out.push(
+            PosixRlimitBuilder::default()
+                .typ(PosixRlimitType::RlimitNofile)
+                .hard(nofile)
+                .soft(nofile)
+                .build()?,
+        );
+    }
+    for u in ulimits {
+        let typ = u.typ()?;
+        let (soft, hard) = u.limits();
+        out.retain(|r| r.typ() != typ);
+        out.push(
+            PosixRlimitBuilder::default()
+                .typ(typ)
+                .hard(hard)
+                .soft(soft)
+                .build()?,
+        );
+    }
+    Ok(out)
+}
+
 /// Device rules and the cpu, memory and pids limits.
 fn resources(
     opts: &RunOptions,
@@ -553,6 +613,8 @@ fn resources(
     };
     let mut resources = LinuxResourcesBuilder::default().devices(devices);
 
+    let mut cpu = LinuxCpuBuilder::default();
+    let mut cpu_set = false;
     if let Some(cpus) = opts.cpus.filter(|c| *c != 0.0) {
         if !cpus.is_finite() || !(0.01..=host.cpus as f64).contains(&cpus) {
             return Err(SpecError::CpusOutOfRange { max: host.cpus });
@@ -560,15 +622,30 @@ fn resources(
         // Docker: NanoCPUs = cpus * 1e9; quota = NanoCPUs * period / 1e9.
         let nano = (cpus * 1e9).round() as i64;
         let quota = nano * CPU_PERIOD as i64 / 1_000_000_000;
-        resources = resources.cpu(
-            LinuxCpuBuilder::default()
-                .quota(quota)
-                .period(CPU_PERIOD)
-                .build()?,
-        );
+        cpu = cpu.quota(quota).period(CPU_PERIOD);
+        cpu_set = true;
+    }
+    if let Some(shares) = opts.cpu_shares.filter(|s| *s > 0) {
+        // The kernel clamps v1 shares to [2, 262144]; so does Docker (with a warning).
+        cpu = cpu.shares(shares.clamp(MIN_CPU_SHARES, MAX_CPU_SHARES));
+        cpu_set = true;
+    }
+    if cpu_set {
+        resources = resources.cpu(cpu.build()?);
     }
 
     let memory = opts.memory.filter(|m| *m > 0);
+    let reservation = opts.memory_reservation.filter(|r| *r > 0);
+    if let Some(r) = reservation {
+        if r < MIN_MEMORY {
+            return Err(SpecError::ReservationTooLow);
+        }
+        if memory.is_some_and(|m| m < r) {
+            return Err(SpecError::ReservationAboveMemory);
+        }
+    }
+    let mut mem = LinuxMemoryBuilder::default();
+    let mut mem_set = false;
     match (memory, opts.memory_swap.filter(|s| *s != 0)) {
         (None, Some(_)) => return Err(SpecError::SwapWithoutMemory),
         (None, None) => {}
@@ -580,9 +657,16 @@ fn resources(
                 Some(s) if s < m => return Err(SpecError::SwapBelowMemory),
                 Some(s) => s,
             };
-            resources =
-                resources.memory(LinuxMemoryBuilder::default().limit(m).swap(swap).build()?);
+            mem = mem.limit(m).swap(swap);
+            mem_set = true;
         }
+    }
+    if let Some(r) = reservation {
+        mem = mem.reservation(r);
+        mem_set = true;
+    }
+    if mem_set {
+        resources = resources.memory(mem.build()?);
     }
 
     if let Some(limit) = opts.pids_limit.filter(|p| *p > 0) {

@@ -21,6 +21,7 @@ fn host() -> HostInfo {
         nofile_hard: 20000,
         cap_last_cap: 40,
         cgroup_unified: false,
+        cap_bounding: u64::MAX,
     }
 }
 
@@ -664,6 +665,47 @@ fn privileged_caps_follow_the_kernel() {
     assert_eq!(caps_of(caps.bounding()).len(), 38);
 }
 
+#[test]
+fn all_capabilities_are_those_the_caller_has() {
+    let mut h = host();
+    // A caller without CAP_SYS_RESOURCE (24).
+    h.cap_bounding = ((1u64 << 41) - 1) & !(1 << 24);
+    let caps = |opts: &RunOptions| {
+        let built = build_spec(
+            &image(sh()),
+            opts,
+            Path::new("/r"),
+            &StaticUserDb::default(),
+            &h,
+        )
+        .unwrap();
+        caps_of(
+            built
+                .spec
+                .process()
+                .as_ref()
+                .unwrap()
+                .capabilities()
+                .as_ref()
+                .unwrap()
+                .effective(),
+        )
+    };
+    let privileged = caps(&RunOptions {
+        privileged: true,
+        ..opts()
+    });
+    assert_eq!(privileged.len(), 40);
+    assert!(!privileged.contains("CAP_SYS_RESOURCE"));
+    let all = caps(&RunOptions {
+        cap_add: strings(&["ALL"]),
+        cap_drop: strings(&["NET_RAW"]),
+        ..opts()
+    });
+    assert_eq!(all.len(), 39);
+    assert!(!all.contains("CAP_SYS_RESOURCE") && !all.contains("CAP_NET_RAW"));
+}
+
 // ---- NAMESPACES ------------------------------------------------------------------------------
 
 fn namespaces_of(built: &BuiltSpec) -> Vec<(LinuxNamespaceType, Option<PathBuf>)> {
@@ -896,6 +938,143 @@ fn nofile_is_capped_by_the_callers_hard_limit() {
     };
     assert_eq!(nofile(20000), 20000);
     assert_eq!(nofile(u64::MAX), 1 << 20);
+}
+
+#[test]
+fn cpu_shares_and_memory_reservation() {
+    let built = build(
+        sh(),
+        &RunOptions {
+            cpu_shares: Some(512),
+            cpus: Some(1.0),
+            memory_reservation: Some(64 << 20),
+            ..opts()
+        },
+    )
+    .unwrap();
+    let r = resources_of(&built);
+    let cpu = r.cpu().clone().unwrap();
+    assert_eq!(cpu.shares(), Some(512));
+    assert_eq!(cpu.quota(), Some(100_000));
+    // A reservation alone: no hard limit, no swap setting.
+    let memory = r.memory().unwrap();
+    assert_eq!(memory.reservation(), Some(64 << 20));
+    assert_eq!((memory.limit(), memory.swap()), (None, None));
+    // Shares are clamped to the kernel's range; 0 is the default.
+    let shares = |s| {
+        resources_of(
+            &build(
+                sh(),
+                &RunOptions {
+                    cpu_shares: Some(s),
+                    ..opts()
+                },
+            )
+            .unwrap(),
+        )
+        .cpu()
+        .clone()
+        .and_then(|c| c.shares())
+    };
+    assert_eq!(shares(1), Some(2));
+    assert_eq!(shares(1 << 20), Some(262_144));
+    assert_eq!(shares(0), None);
+    // Both limits.
+    let both = build(
+        sh(),
+        &RunOptions {
+            memory: Some(256 << 20),
+            memory_reservation: Some(128 << 20),
+            ..opts()
+        },
+    )
+    .unwrap();
+    let memory = resources_of(&both).memory().unwrap();
+    assert_eq!(
+        (memory.limit(), memory.reservation()),
+        (Some(256 << 20), Some(128 << 20))
+    );
+    let err = |memory, memory_reservation| {
+        build(
+            sh(),
+            &RunOptions {
+                memory,
+                memory_reservation,
+                ..opts()
+            },
+        )
+        .unwrap_err()
+    };
+    assert!(matches!(
+        err(None, Some(1 << 20)),
+        SpecError::ReservationTooLow
+    ));
+    assert!(matches!(
+        err(Some(64 << 20), Some(128 << 20)),
+        SpecError::ReservationAboveMemory
+    ));
+}
+
+#[test]
+fn ulimits_become_rlimits() {
+    let built = build(
+        sh(),
+        &RunOptions {
+            ulimits: vec![
+                Ulimit::parse("nofile=1024:2048").unwrap(),
+                Ulimit::parse("nproc=64").unwrap(),
+                Ulimit::parse("core=-1").unwrap(),
+                Ulimit::parse("nproc=32:64").unwrap(),
+            ],
+            ..opts()
+        },
+    )
+    .unwrap();
+    let rlimits: Vec<(PosixRlimitType, u64, u64)> = built
+        .spec
+        .process()
+        .as_ref()
+        .unwrap()
+        .rlimits()
+        .clone()
+        .unwrap()
+        .iter()
+        .map(|r| (r.typ(), r.soft(), r.hard()))
+        .collect();
+    // nofile replaces the default (not capped: Docker passes it as given); the last nproc wins.
+    assert_eq!(
+        rlimits,
+        vec![
+            (PosixRlimitType::RlimitNofile, 1024, 2048),
+            (PosixRlimitType::RlimitCore, u64::MAX, u64::MAX),
+            (PosixRlimitType::RlimitNproc, 32, 64),
+        ]
+    );
+}
+
+#[test]
+fn privileged_gets_host_devices_others_do_not() {
+    let null = oci_spec::runtime::LinuxDeviceBuilder::default()
+        .path("/dev/null")
+        .typ(oci_spec::runtime::LinuxDeviceType::C)
+        .major(1)
+        .minor(3)
+        .build()
+        .unwrap();
+    let with = |privileged| {
+        let built = build(
+            sh(),
+            &RunOptions {
+                privileged,
+                devices: vec![null.clone()],
+                ..opts()
+            },
+        )
+        .unwrap();
+        linux(&built).devices().clone()
+    };
+    assert_eq!(with(true), Some(vec![null.clone()]));
+    assert_eq!(with(false), None);
 }
 
 // ---- THE REST OF THE SPEC --------------------------------------------------------------------

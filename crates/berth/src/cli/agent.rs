@@ -31,6 +31,10 @@ pub struct AgentArgs {
     /// Container instance attribute NAME[=VALUE] (repeatable), for placement constraints.
     #[arg(long = "attribute", value_name = "NAME[=VALUE]")]
     pub attributes: Vec<String>,
+    /// The address other hosts reach this host's published ports on (instance attribute
+    /// `berth.address`; default: the local address of the route to the control plane).
+    #[arg(long, env = "BERTH_AGENT_ADDRESS")]
+    pub address: Option<std::net::IpAddr>,
     /// Seconds a stopped task's containers are kept before they are removed.
     #[arg(long, default_value_t = 60)]
     pub task_cleanup_wait: u64,
@@ -90,6 +94,7 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
     cfg.engine_root = a.engine_root.clone();
     cfg.region = a.region.clone();
     cfg.task_cleanup_wait = Duration::from_secs(a.task_cleanup_wait);
+    cfg.address = a.address;
     cfg.attributes = a
         .attributes
         .iter()

@@ -97,11 +97,62 @@ pub struct RunArgs {
     /// A tmpfs mount: /dst[:size=64m,mode=1777,...].
     #[arg(long)]
     pub tmpfs: Vec<String>,
+    /// CPU shares (relative weight, default 1024).
+    #[arg(short = 'c', long)]
+    pub cpu_shares: Option<u64>,
+    /// Memory soft limit (bytes or with a unit).
+    #[arg(long, value_parser = parse_bytes)]
+    pub memory_reservation: Option<i64>,
+    /// Memory plus swap limit (bytes or with a unit; -1: unlimited swap); default: no swap.
+    #[arg(long, value_parser = parse_swap, allow_hyphen_values = true)]
+    pub memory_swap: Option<i64>,
+    /// Resource limit NAME=SOFT[:HARD] (nofile, nproc, core, memlock, stack, ...; -1: unlimited).
+    #[arg(long, value_parser = parse_ulimit)]
+    pub ulimit: Vec<berth_runtime::spec::Ulimit>,
+    /// Mount the container's root file system read-only.
+    #[arg(long)]
+    pub read_only: bool,
+    /// Give the container every capability and the host's devices, without seccomp or
+    /// masked paths.
+    #[arg(long)]
+    pub privileged: bool,
+    /// Add a Linux capability (NET_ADMIN, CAP_SYS_TIME, ALL).
+    #[arg(long)]
+    pub cap_add: Vec<String>,
+    /// Drop a Linux capability (CHOWN, ALL).
+    #[arg(long)]
+    pub cap_drop: Vec<String>,
+    /// Add a line to the container's /etc/hosts: NAME:IP.
+    #[arg(long)]
+    pub add_host: Vec<String>,
+    /// Container label KEY=VALUE.
+    #[arg(short, long)]
+    pub label: Vec<String>,
+    /// Size of /dev/shm (bytes or with a unit; default 64m).
+    #[arg(long, value_parser = parse_bytes)]
+    pub shm_size: Option<i64>,
+    /// DNS server for the container's resolv.conf (replaces the default ones).
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// DNS search domain for the container's resolv.conf.
+    #[arg(long)]
+    pub dns_search: Vec<String>,
     /// Image: NAME[:TAG] or id.
     pub image: String,
     /// Command and arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     pub cmd: Vec<String>,
+}
+
+fn parse_swap(s: &str) -> Result<i64, String> {
+    if s.trim() == "-1" {
+        return Ok(-1);
+    }
+    parse_bytes(s)
+}
+
+fn parse_ulimit(s: &str) -> Result<berth_runtime::spec::Ulimit, String> {
+    berth_runtime::spec::Ulimit::parse(s).map_err(|e| e.to_string())
 }
 
 pub(crate) fn parse_bytes(s: &str) -> Result<i64, String> {
@@ -203,11 +254,22 @@ pub struct ExecArgs {
     /// Working directory inside the container (default: the container's).
     #[arg(short, long)]
     pub workdir: Option<String>,
+    /// Kill the process after this many seconds and exit with 124 (not with -t).
+    #[arg(long, value_name = "SECONDS", value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
     /// Container name or id.
     pub container: String,
     /// Command and arguments.
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     pub cmd: Vec<String>,
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|t| t.is_finite() && *t > 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("invalid timeout {s:?}: a positive number of seconds"))
 }
 
 /// `-e NAME` takes this process's value, as the docker CLI does.
@@ -231,6 +293,7 @@ pub fn exec_sync(a: ExecArgs) -> i32 {
             workdir: a.workdir.clone(),
             tty: a.tty,
             stdin: a.interactive,
+            timeout: a.timeout,
         };
         Ok(engine.prepare_exec(&a.container, &spec)?)
     });
@@ -245,6 +308,10 @@ pub fn exec_sync(a: ExecArgs) -> i32 {
     prepared.cleanup();
     match result {
         Ok(code) => code,
+        Err(e @ berth_runtime::exec::ExecError::TimedOut(_)) => {
+            eprintln!("berth: {e}");
+            124
+        }
         Err(e) => {
             let msg = format!("{:#}", anyhow::Error::from(e));
             eprintln!("berth: {msg}");
@@ -319,6 +386,22 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
             tmpfs: a.tmpfs.clone(),
             tty: a.tty,
             interactive: a.interactive,
+            cpu_shares: a.cpu_shares,
+            memory_reservation: a.memory_reservation,
+            memory_swap: a.memory_swap,
+            ulimits: a.ulimit.clone(),
+            read_only: a.read_only,
+            privileged: a.privileged,
+            cap_add: a.cap_add.clone(),
+            cap_drop: a.cap_drop.clone(),
+            extra_hosts: a.add_host.clone(),
+            labels: super::parse_labels(&a.label),
+            shm_size: a
+                .shm_size
+                .and_then(|s| u64::try_from(s).ok())
+                .filter(|s| *s > 0),
+            dns: a.dns.clone(),
+            dns_search: a.dns_search.clone(),
         };
         match engine.run(&spec) {
             Ok(r) => Ok(Ok((engine, r.id))),
@@ -765,6 +848,7 @@ fn container_json(c: &ContainerInfo) -> serde_json::Value {
             "StopSignal": r.stop_signal,
             "Tty": r.options.tty,
             "OpenStdin": r.options.interactive,
+            "Labels": r.labels,
         },
         "HostConfig": {
             "NetworkMode": r.options.network.mode(),
@@ -782,6 +866,18 @@ fn container_json(c: &ContainerInfo) -> serde_json::Value {
             },
             "Binds": r.options.volumes,
             "Tmpfs": r.options.tmpfs,
+            "CpuShares": r.options.cpu_shares.unwrap_or(0),
+            "MemoryReservation": r.options.memory_reservation.unwrap_or(0),
+            "MemorySwap": r.options.memory_swap.unwrap_or(0),
+            "Ulimits": r.options.ulimits,
+            "ReadonlyRootfs": r.options.read_only,
+            "Privileged": r.options.privileged,
+            "CapAdd": r.options.cap_add,
+            "CapDrop": r.options.cap_drop,
+            "ExtraHosts": r.options.extra_hosts,
+            "ShmSize": r.options.shm_size.unwrap_or(berth_runtime::spec::DEFAULT_SHM_SIZE),
+            "Dns": r.options.dns,
+            "DnsSearch": r.options.dns_search,
         },
         "Mounts": r.mounts,
         "NetworkSettings": r.network_attachment.as_ref().map(|a| json!({

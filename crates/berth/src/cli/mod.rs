@@ -62,7 +62,7 @@ pub enum Command {
     /// Remove images.
     Rmi(image::RmiArgs),
     /// Run a command in a new container (its exit code becomes berth's).
-    Run(container::RunArgs),
+    Run(Box<container::RunArgs>),
     /// List containers.
     Ps(container::PsArgs),
     /// Show a container's output.
@@ -144,7 +144,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Load(a) => distribution::load(a).await,
         Command::Rmi(a) => image::rmi(a).await,
         Command::Run(a) => {
-            let code = container::run(a).await?;
+            let code = container::run(*a).await?;
             if code != 0 {
                 use std::io::Write;
                 let _ = std::io::stdout().flush();
