@@ -44,11 +44,30 @@ pub const VERSION: &str = "2015-12-01";
 /// XML namespace of ELBv2 responses.
 pub const XMLNS: &str = "http://elasticloadbalancing.amazonaws.com/doc/2015-12-01/";
 
+/// What the ELBv2 API needs of the data plane (`berth_lb::DataPlane`; a fake in tests).
+#[async_trait::async_trait]
+pub trait DataPlaneApi: Send + Sync {
+    /// Makes `cfg` the whole configuration, or fails and keeps the previous one.
+    async fn apply(&self, cfg: berth_lb::Config) -> Result<(), berth_lb::LbError>;
+    /// The health of the targets of a target group.
+    fn target_health(&self, target_group: &str) -> Vec<berth_lb::TargetHealth>;
+}
+
+#[async_trait::async_trait]
+impl DataPlaneApi for berth_lb::DataPlane {
+    async fn apply(&self, cfg: berth_lb::Config) -> Result<(), berth_lb::LbError> {
+        berth_lb::DataPlane::apply(self, cfg).await
+    }
+    fn target_health(&self, target_group: &str) -> Vec<berth_lb::TargetHealth> {
+        berth_lb::DataPlane::target_health(self, target_group)
+    }
+}
+
 /// The ELBv2 service of a control plane: its records in the control plane's state, the data
 /// plane it configures, and the host address listeners bind on.
 pub struct Elbv2 {
     control: Arc<Control>,
-    data_plane: Arc<berth_lb::DataPlane>,
+    data_plane: Arc<dyn DataPlaneApi>,
     host: IpAddr,
     mutation: tokio::sync::Mutex<()>,
 }
@@ -410,6 +429,15 @@ impl Elbv2 {
     pub fn new(
         control: Arc<Control>,
         data_plane: Arc<berth_lb::DataPlane>,
+        host: IpAddr,
+    ) -> Arc<Elbv2> {
+        Elbv2::with_data_plane(control, data_plane, host)
+    }
+
+    /// The ELBv2 service over any [`DataPlaneApi`].
+    pub fn with_data_plane(
+        control: Arc<Control>,
+        data_plane: Arc<dyn DataPlaneApi>,
         host: IpAddr,
     ) -> Arc<Elbv2> {
         Arc::new(Elbv2 {
