@@ -313,10 +313,7 @@ impl AwsEndpoint {
             .ok_or_else(|| {
                 AwsError::client(
                     "InvalidAction",
-                    format!(
-                        "No query API is served for service '{}'",
-                        verified.service
-                    ),
+                    format!("No query API is served for service '{}'", verified.service),
                 )
             })?;
         let params = if parts.method == http::Method::GET {

@@ -253,7 +253,10 @@ impl<'a> Node<'a> {
         match self.str(name) {
             None => Ok(None),
             Some(s) => s.trim().parse::<i64>().map(Some).map_err(|_| {
-                validation_error(format!("Value '{s}' for {} is not an integer", self.key(name)))
+                validation_error(format!(
+                    "Value '{s}' for {} is not an integer",
+                    self.key(name)
+                ))
             }),
         }
     }
@@ -551,7 +554,10 @@ mod tests {
         assert_eq!(r.int("Neg").expect("int"), Some(-3));
         assert_eq!(r.int("Nope").expect("int"), None);
         assert_eq!(r.int("Bad").expect_err("bad").code, "ValidationError");
-        assert_eq!(r.int_in("I", 1, 10).expect_err("range").code, "ValidationError");
+        assert_eq!(
+            r.int_in("I", 1, 10).expect_err("range").code,
+            "ValidationError"
+        );
         assert_eq!(r.int_in("I", 1, 100).expect("in range"), Some(42));
         assert_eq!(r.bool("T").expect("bool"), Some(true));
         assert_eq!(r.bool("F").expect("bool"), Some(false));

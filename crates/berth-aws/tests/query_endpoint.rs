@@ -189,12 +189,14 @@ async fn errors_are_xml() {
     ] {
         let (status, body, _) = send(Method::POST, "http://h/", form, ELB, &[]).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{form}: {body}");
-        assert!(body.contains(&format!("<Code>{code}</Code>")), "{form}: {body}");
+        assert!(
+            body.contains(&format!("<Code>{code}</Code>")),
+            "{form}: {body}"
+        );
         assert!(body.contains("<RequestId>"), "{body}");
     }
     // Signed for a service that has no query API here.
-    let (status, body, _) =
-        send(Method::POST, "http://h/", "Action=Echo", Some("ecs"), &[]).await;
+    let (status, body, _) = send(Method::POST, "http://h/", "Action=Echo", Some("ecs"), &[]).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body.contains("<Code>InvalidAction</Code>"), "{body}");
     // A bad signature.

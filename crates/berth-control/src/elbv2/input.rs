@@ -866,11 +866,7 @@ pub(crate) fn check_tg_attributes(all: &BTreeMap<String, String>) -> Result<(), 
         }
         match k.as_str() {
             "deregistration_delay.timeout_seconds" => int_range(k, v, 0, 3600)?,
-            "slow_start.duration_seconds" => {
-                if v != "0" {
-                    int_range(k, v, 30, 900)?;
-                }
-            }
+            "slow_start.duration_seconds" if v != "0" => int_range(k, v, 30, 900)?,
             "load_balancing.algorithm.type" => {
                 if v == "weighted_random" {
                     return Err(invalid_config(
@@ -889,17 +885,11 @@ pub(crate) fn check_tg_attributes(all: &BTreeMap<String, String>) -> Result<(), 
             "stickiness.lb_cookie.duration_seconds" | "stickiness.app_cookie.duration_seconds" => {
                 int_range(k, v, 1, 604_800)?
             }
-            "stickiness.app_cookie.cookie_name" => {
-                if v.len() > 256 {
-                    return Err(validation_error("The app cookie name is too long"));
-                }
+            "stickiness.app_cookie.cookie_name" if v.len() > 256 => {
+                return Err(validation_error("The app cookie name is too long"));
             }
             _ if k.ends_with(".count") => int_range(k, v, 1, 1_000_000)?,
-            _ if k.ends_with(".percentage") => {
-                if v != "off" {
-                    int_range(k, v, 1, 100)?;
-                }
-            }
+            _ if k.ends_with(".percentage") && v != "off" => int_range(k, v, 1, 100)?,
             _ => {}
         }
     }

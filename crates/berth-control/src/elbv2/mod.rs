@@ -558,7 +558,7 @@ impl Elbv2 {
         target_group_arn: &str,
         targets: &[(String, u16)],
     ) -> Result<(), AwsError> {
-        let list: Vec<(String, Option<u16>, Option<String>)> = targets
+        let list: Vec<ops::TargetSpec> = targets
             .iter()
             .map(|(id, p)| (id.clone(), (*p != 0).then_some(*p), None))
             .collect();

@@ -21,6 +21,19 @@ const MAX_LISTENERS: usize = 50;
 const MAX_RULES: usize = 100;
 const MAX_TARGETS: usize = 1000;
 
+/// A target as given: id, port (absent: the group's), availability zone.
+pub(crate) type TargetSpec = (String, Option<u16>, Option<String>);
+
+/// A row of DescribeTargetHealth: id, port, zone, state, reason, description.
+type HealthRow = (
+    String,
+    u16,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+);
+
 fn lb_not_found(arn: &str) -> AwsError {
     err(
         "LoadBalancerNotFound",
@@ -618,7 +631,7 @@ fn modify_tg_attributes(w: &mut World, p: &Node<'_>) -> Result<String, AwsError>
 
 // ---- targets -------------------------------------------------------------------------------
 
-fn target_list(p: &Node<'_>) -> Result<Vec<(String, Option<u16>, Option<String>)>, AwsError> {
+fn target_list(p: &Node<'_>) -> Result<Vec<TargetSpec>, AwsError> {
     let items = p.list("Targets")?.unwrap_or_default();
     let mut out = Vec::new();
     for t in items {
@@ -636,7 +649,7 @@ pub(crate) fn register(
     r: &mut Elbv2Region,
     instances: &BTreeMap<String, Option<IpAddr>>,
     arn: &str,
-    targets: &[(String, Option<u16>, Option<String>)],
+    targets: &[TargetSpec],
 ) -> Result<(), AwsError> {
     if targets.is_empty() {
         return Err(validation_error("At least one target must be specified"));
@@ -752,14 +765,7 @@ fn describe_target_health(e: &Elbv2, r: &Elbv2Region, p: &Node<'_>) -> Result<St
     let health = e.data_plane.target_health(&tg.arn);
     let in_use = !r.load_balancers_of(&tg.arn).is_empty();
     // (id, port, az, state, reason, description)
-    let mut rows: Vec<(
-        String,
-        u16,
-        Option<String>,
-        String,
-        Option<String>,
-        Option<String>,
-    )> = Vec::new();
+    let mut rows: Vec<HealthRow> = Vec::new();
     for t in &tg.targets {
         let h = health.iter().find(|h| h.id == t.id && h.port == t.port);
         let (state, reason, desc) = if !in_use {
