@@ -15,6 +15,7 @@ use http::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use http::StatusCode;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
+use crate::query::{self, QueryApi};
 use crate::sigv4::{self, AuthError, KeyLookup};
 
 /// Media type of AWS JSON 1.1 requests and responses.
@@ -145,9 +146,11 @@ pub trait JsonApi: Send + Sync {
     ) -> Result<serde_json::Value, AwsError>;
 }
 
-/// Serves a set of [`JsonApi`]s behind SigV4 verification.
+/// Serves a set of [`JsonApi`]s (requests with `X-Amz-Target`) and [`QueryApi`]s (form-encoded
+/// requests, routed by the SigV4 scope's service) behind SigV4 verification.
 pub struct AwsEndpoint {
     apis: Vec<Arc<dyn JsonApi>>,
+    query_apis: Vec<Arc<dyn QueryApi>>,
     keys: Arc<dyn KeyLookup>,
     account_id: String,
     max_body: usize,
@@ -162,6 +165,7 @@ impl AwsEndpoint {
     ) -> Self {
         Self {
             apis,
+            query_apis: Vec::new(),
             keys,
             account_id: account_id.into(),
             max_body: DEFAULT_MAX_BODY,
@@ -172,6 +176,12 @@ impl AwsEndpoint {
     /// Replaces the clock signatures are checked against (tests replay recorded requests).
     pub fn with_clock(mut self, clock: fn() -> SystemTime) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Adds query-protocol APIs (ELBv2), chosen by the signing name of the request's scope.
+    pub fn with_query_apis(mut self, apis: Vec<Arc<dyn QueryApi>>) -> Self {
+        self.query_apis.extend(apis);
         self
     }
 
@@ -196,8 +206,154 @@ impl AwsEndpoint {
         )
     }
 
+    /// Whether `parts` is a query-protocol request: no `X-Amz-Target`, and a form-encoded POST
+    /// or a GET with a query string naming an `Action`.
+    fn is_query(&self, parts: &http::request::Parts) -> bool {
+        if self.query_apis.is_empty() || parts.headers.contains_key(TARGET) {
+            return false;
+        }
+        if parts.method == http::Method::POST {
+            return parts
+                .headers
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| {
+                    v.trim_start()
+                        .to_ascii_lowercase()
+                        .starts_with(query::CONTENT_TYPE_FORM)
+                });
+        }
+        parts.method == http::Method::GET
+            && parts
+                .uri
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p.starts_with("Action=")))
+    }
+
+    /// The query API a request is probably for, from its credential scope (before the
+    /// signature is checked: only to pick the error document's namespace).
+    fn guess_query_api(&self, parts: &http::request::Parts) -> Option<&Arc<dyn QueryApi>> {
+        let from_header = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|a| a.split("Credential=").nth(1))
+            .map(str::to_string);
+        let from_query = parts.uri.query().and_then(|q| {
+            q.split('&')
+                .find_map(|p| p.strip_prefix("X-Amz-Credential="))
+                .map(|c| {
+                    percent_encoding::percent_decode_str(c)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                })
+        });
+        let service = from_header
+            .or(from_query)
+            .and_then(|c| c.split('/').nth(3).map(str::to_string));
+        service
+            .and_then(|s| self.query_apis.iter().find(|a| a.signing_name() == s))
+            .or_else(|| self.query_apis.first())
+    }
+
+    /// Handles one query-protocol request: body, signature, API by scope, Action, call, XML.
+    async fn handle_query(&self, parts: http::request::Parts, body: Body) -> Response {
+        let started = Instant::now();
+        let request_id = new_request_id();
+        let xmlns = self
+            .guess_query_api(&parts)
+            .map(|a| a.xmlns())
+            .unwrap_or_default();
+        let mut action = String::new();
+        let result = match self.read_body(&parts.headers, body).await {
+            Ok(body) => {
+                self.dispatch_query(&parts, &body, &request_id, &mut action)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match result {
+            Ok((xmlns, result)) => {
+                tracing::info!(%request_id, action = %action, status = 200, latency_ms, "aws call");
+                query::success_response(&action, &result, xmlns, &request_id)
+            }
+            Err(err) => {
+                if err.status.is_server_error() {
+                    tracing::error!(%request_id, action = %action, status = err.status.as_u16(),
+                        code = %err.code, message = %err.message, latency_ms, "aws call failed");
+                } else {
+                    tracing::info!(%request_id, action = %action, status = err.status.as_u16(),
+                        code = %err.code, latency_ms, "aws call rejected");
+                }
+                query::error_response(&err, xmlns, &request_id)
+            }
+        }
+    }
+
+    async fn dispatch_query(
+        &self,
+        parts: &http::request::Parts,
+        body: &[u8],
+        request_id: &str,
+        action_out: &mut String,
+    ) -> Result<(&'static str, String), AwsError> {
+        let verified = sigv4::verify(
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
+            body,
+            self.keys.as_ref(),
+            (self.clock)(),
+        )?;
+        let api = self
+            .query_apis
+            .iter()
+            .find(|a| a.signing_name() == verified.service)
+            .ok_or_else(|| {
+                AwsError::client(
+                    "InvalidAction",
+                    format!("No query API is served for service '{}'", verified.service),
+                )
+            })?;
+        let params = if parts.method == http::Method::GET {
+            query::Params::parse(parts.uri.query().unwrap_or_default().as_bytes())?
+        } else {
+            query::Params::parse(body)?
+        };
+        let action = params
+            .action()
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| AwsError::client("InvalidAction", "Missing Action parameter"))?;
+        *action_out = action.to_string();
+        if let Some(v) = params.version() {
+            if v != api.version() {
+                return Err(AwsError::client(
+                    "InvalidAction",
+                    format!(
+                        "Version {v} is not supported; this API is version {}",
+                        api.version()
+                    ),
+                ));
+            }
+        }
+        let ctx = RequestContext {
+            access_key_id: verified.access_key_id,
+            region: verified.region,
+            request_id: request_id.to_string(),
+            account_id: self.account_id.clone(),
+        };
+        let out = api.call(&ctx, action, &params).await?;
+        Ok((api.xmlns(), out))
+    }
+
     /// Handles one request end to end: body, signature, target, JSON, call, response.
     pub async fn handle(&self, req: Request) -> Response {
+        let (parts, body) = req.into_parts();
+        if self.is_query(&parts) {
+            return self.handle_query(parts, body).await;
+        }
+        let req = Request::from_parts(parts, body);
         let started = Instant::now();
         let request_id = new_request_id();
         let (parts, body) = req.into_parts();

@@ -50,6 +50,8 @@ pub struct Region {
     pub capacity_providers: BTreeMap<String, CapacityProvider>,
     /// cluster name → service name → service.
     pub services: BTreeMap<String, BTreeMap<String, Service>>,
+    /// Load balancers, target groups, listeners and rules (ELBv2).
+    pub elbv2: crate::elbv2::model::Elbv2Region,
 }
 
 /// All state.
@@ -107,7 +109,7 @@ pub fn now() -> f64 {
     ms as f64 / 1000.0
 }
 
-fn decode<T: DeserializeOwned>(key: &str, v: &[u8]) -> Result<T, ControlError> {
+pub(crate) fn decode<T: DeserializeOwned>(key: &str, v: &[u8]) -> Result<T, ControlError> {
     serde_json::from_slice(v).map_err(|source| ControlError::Record {
         key: key.to_string(),
         source,
@@ -135,9 +137,21 @@ pub fn service_key(region: &str, cluster: &str, name: &str) -> String {
 pub fn tags_key(arn: &str) -> String {
     format!("tags/{arn}")
 }
+pub fn elbv2_lb_key(region: &str, name: &str) -> String {
+    format!("elbv2-lb/{region}/{name}")
+}
+pub fn elbv2_tg_key(region: &str, name: &str) -> String {
+    format!("elbv2-tg/{region}/{name}")
+}
+pub fn elbv2_listener_key(region: &str, id: &str) -> String {
+    format!("elbv2-listener/{region}/{id}")
+}
+pub fn elbv2_rule_key(region: &str, id: &str) -> String {
+    format!("elbv2-rule/{region}/{id}")
+}
 
 /// The region of a key `kind/<region>/...`.
-fn key_region(key: &str) -> Option<&str> {
+pub(crate) fn key_region(key: &str) -> Option<&str> {
     key.split('/').nth(1)
 }
 
@@ -281,6 +295,53 @@ impl Tx<'_> {
         }
     }
 
+    pub fn put_elbv2_lb(&mut self, region: &str, v: crate::elbv2::model::LoadBalancer) {
+        self.put(elbv2_lb_key(region, &v.name), &v);
+        self.region(region)
+            .elbv2
+            .load_balancers
+            .insert(v.name.clone(), v);
+    }
+
+    pub fn delete_elbv2_lb(&mut self, region: &str, name: &str) {
+        self.writes.push(Write::Delete(elbv2_lb_key(region, name)));
+        self.region(region).elbv2.load_balancers.remove(name);
+    }
+
+    pub fn put_elbv2_tg(&mut self, region: &str, v: crate::elbv2::model::TargetGroup) {
+        self.put(elbv2_tg_key(region, &v.name), &v);
+        self.region(region)
+            .elbv2
+            .target_groups
+            .insert(v.name.clone(), v);
+    }
+
+    pub fn delete_elbv2_tg(&mut self, region: &str, name: &str) {
+        self.writes.push(Write::Delete(elbv2_tg_key(region, name)));
+        self.region(region).elbv2.target_groups.remove(name);
+    }
+
+    pub fn put_elbv2_listener(&mut self, region: &str, v: crate::elbv2::model::Listener) {
+        self.put(elbv2_listener_key(region, &v.id), &v);
+        self.region(region).elbv2.listeners.insert(v.id.clone(), v);
+    }
+
+    pub fn delete_elbv2_listener(&mut self, region: &str, id: &str) {
+        self.writes
+            .push(Write::Delete(elbv2_listener_key(region, id)));
+        self.region(region).elbv2.listeners.remove(id);
+    }
+
+    pub fn put_elbv2_rule(&mut self, region: &str, v: crate::elbv2::model::Rule) {
+        self.put(elbv2_rule_key(region, &v.id), &v);
+        self.region(region).elbv2.rules.insert(v.id.clone(), v);
+    }
+
+    pub fn delete_elbv2_rule(&mut self, region: &str, id: &str) {
+        self.writes.push(Write::Delete(elbv2_rule_key(region, id)));
+        self.region(region).elbv2.rules.remove(id);
+    }
+
     pub fn set_tags(&mut self, arn: &str, tags: Vec<Tag>) {
         if tags.is_empty() {
             self.writes.push(Write::Delete(tags_key(arn)));
@@ -374,6 +435,7 @@ impl Control {
                 .or_default()
                 .insert(sv.name.clone(), sv);
         }
+        crate::elbv2::load(&*store, &mut state)?;
         for (k, v) in store.scan("tags/")? {
             let t: Vec<Tag> = decode(&k, &v)?;
             state

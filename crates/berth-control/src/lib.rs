@@ -1,9 +1,11 @@
-//! The ECS control plane: the ECS API over AWS JSON 1.1, a durable store, the scheduler (a pure
-//! function over a cluster snapshot), the task lifecycle, and the agent protocol.
+//! The ECS control plane: the ECS API over AWS JSON 1.1, the ELBv2 API over the AWS query
+//! protocol, a durable store, the scheduler (a pure function over a cluster snapshot), the task
+//! lifecycle, and the agent protocol.
 
 pub mod agent_api;
 pub mod control;
 pub mod ecs;
+pub mod elbv2;
 pub mod model;
 pub mod proto;
 pub mod scheduler;

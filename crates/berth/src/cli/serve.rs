@@ -8,6 +8,7 @@ use anyhow::Context;
 use axum::serve::ListenerExt;
 use berth_aws::credentials::{self, Credentials, StaticKeys};
 use berth_aws::json::{AwsEndpoint, JsonApi};
+use berth_aws::query::QueryApi;
 use berth_registry::{Config, Registry};
 use clap::Args;
 
@@ -17,7 +18,7 @@ pub const DEFAULT_DATA: &str = "/var/lib/berth";
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Address of the AWS APIs (ECS, ECR).
+    /// Address of the AWS APIs (ECS, ECR, ELBv2).
     #[arg(long, default_value = "127.0.0.1:7000")]
     pub api_addr: String,
     /// Cluster the local agent joins (created if missing, as the ECS agent does for `default`).
@@ -44,6 +45,9 @@ pub struct ServeArgs {
     /// Address of the OCI registry.
     #[arg(long, default_value = "127.0.0.1:5000")]
     pub registry_addr: String,
+    /// Host address load balancer listeners bind on (and every load balancer's DNSName).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub lb_host: std::net::IpAddr,
     #[command(flatten)]
     pub account: AccountArgs,
     #[command(flatten)]
@@ -124,6 +128,19 @@ pub fn aws_endpoint(
     creds: &Credentials,
     account_id: &str,
 ) -> Arc<AwsEndpoint> {
+    aws_endpoint_with(reg, control, None, Vec::new(), creds, account_id)
+}
+
+/// [`aws_endpoint`] plus query-protocol APIs (ELBv2), and the load balancer ECS services may
+/// name target groups of.
+pub fn aws_endpoint_with(
+    reg: &Arc<Registry>,
+    control: Option<&Arc<berth_control::Control>>,
+    lb: Option<Arc<dyn berth_control::services::TargetRegistry>>,
+    query_apis: Vec<Arc<dyn QueryApi>>,
+    creds: &Credentials,
+    account_id: &str,
+) -> Arc<AwsEndpoint> {
     let host = reg
         .cfg
         .public_url
@@ -137,12 +154,12 @@ pub fn aws_endpoint(
         .to_string();
     let mut apis: Vec<Arc<dyn JsonApi>> = vec![berth_registry::ecr::ecr_api(reg, host)];
     if let Some(c) = control {
-        apis.push(berth_control::ecs::ecs_api(c, None));
+        apis.push(berth_control::ecs::ecs_api(c, lb));
         apis.push(berth_control::agent_api::agent_api(c));
     }
     let mut keys = StaticKeys::new();
     keys.insert(creds);
-    Arc::new(AwsEndpoint::new(apis, Arc::new(keys), account_id))
+    Arc::new(AwsEndpoint::new(apis, Arc::new(keys), account_id).with_query_apis(query_apis))
 }
 
 pub async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
@@ -203,7 +220,6 @@ fn open_control(data: &Path, a: &ServeArgs) -> anyhow::Result<Arc<berth_control:
     )
     .map_err(|e| anyhow::anyhow!("creating cluster {}: {e}", a.cluster))?;
     control.spawn_monitor();
-    berth_control::services::spawn_controller(&control, None);
     Ok(control)
 }
 
@@ -227,10 +243,28 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         reg_url.clone(),
     )?;
     let control = open_control(&data, &a)?;
-    let aws = aws_endpoint(&reg, Some(&control), &creds, &a.account.account_id);
+    let data_plane = Arc::new(berth_lb::DataPlane::new());
+    let elbv2 = berth_control::elbv2::Elbv2::new(control.clone(), data_plane.clone(), a.lb_host);
+    if let Err(e) = elbv2.apply_stored().await {
+        tracing::error!(error = %berth_control::error_chain(&e),
+            "the stored load balancer listeners cannot be served");
+    }
+    let lb: Arc<dyn berth_control::services::TargetRegistry> = elbv2.clone();
+    berth_control::services::spawn_controller(&control, Some(lb.clone()));
+    let aws = aws_endpoint_with(
+        &reg,
+        Some(&control),
+        Some(lb),
+        vec![berth_control::elbv2::elbv2_api(&elbv2)],
+        &creds,
+        &a.account.account_id,
+    );
     let registry_router = reg.router().merge(aws.clone().root_router());
     let api_router = aws.router();
-    eprintln!("berth: registry on {reg_url}, AWS APIs (ECS, ECR) on {api_url}");
+    eprintln!(
+        "berth: registry on {reg_url}, AWS APIs (ECS, ECR, ELBv2) on {api_url}, load balancer listeners on {}",
+        a.lb_host
+    );
     let agent = if a.no_agent {
         None
     } else {
@@ -258,5 +292,6 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
     if let Some(agent) = agent {
         let _ = agent.await;
     }
+    data_plane.shutdown().await;
     Ok(())
 }
