@@ -253,8 +253,15 @@ async fn forward(
     strip_hop_by_hop(&mut parts.headers, ws);
     add_forwarded(&mut parts.headers, peer, port);
     let mut uri = std::mem::take(&mut parts.uri).into_parts();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(target.authority.clone());
+    // HTTP/1.1 to a server: origin form (`GET /path`; many servers, busybox httpd among them,
+    // refuse the absolute form meant for proxies). HTTP/2 needs scheme and authority.
+    if group.protocol == ProtocolVersion::Http2 {
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(target.authority.clone());
+    } else {
+        uri.scheme = None;
+        uri.authority = None;
+    }
     if uri.path_and_query.is_none() {
         uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
     }

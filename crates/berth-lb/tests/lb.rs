@@ -451,6 +451,8 @@ async fn forwarding_headers_reach_the_target() {
     )
     .await;
     let body = r.body;
+    // Origin form to HTTP/1.1 targets, as a browser would send it.
+    assert!(body.contains("uri=/headers\n"), "{body}");
     assert!(body.contains("host=app.example.com\n"), "{body}");
     assert!(body.contains("xff=203.0.113.7, 127.0.0.1\n"), "{body}");
     assert!(body.contains("proto=http\n"), "{body}");

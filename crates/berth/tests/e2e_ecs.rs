@@ -14,16 +14,6 @@ use common::ecs::*;
 use common::*;
 use serde_json::json as j;
 
-fn http_get(addr: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
-}
-
 #[test]
 fn ecs_cli_runs_a_pushed_image_serves_it_and_stops_it() {
     let Some(e) = Ecs::start(&[]) else { return };
@@ -81,7 +71,7 @@ fn ecs_cli_runs_a_pushed_image_serves_it_and_stops_it() {
     };
     assert_eq!(state["Status"], "running", "{inspect}");
     // ...serving its published port.
-    let body = http_get(&format!("127.0.0.1:{host_port}")).expect("GET the published port");
+    let body = http_get(&format!("127.0.0.1:{host_port}"), "/").expect("GET the published port");
     assert!(body.contains("hello from an ECS task"), "{body}");
 
     // Counts.
@@ -120,7 +110,7 @@ fn ecs_cli_runs_a_pushed_image_serves_it_and_stops_it() {
     for k in ["stoppingAt", "stoppedAt", "executionStoppedAt"] {
         assert!(t[k].is_number(), "{k} missing: {t}");
     }
-    assert!(http_get(&format!("127.0.0.1:{host_port}")).is_none_or(|b| !b.contains("hello")));
+    assert!(http_get(&format!("127.0.0.1:{host_port}"), "/").is_none_or(|b| !b.contains("hello")));
     // The agent cleans up (cleanup wait 0): no container left.
     let deadline = Instant::now() + Duration::from_secs(20);
     while !e.agent_containers().is_empty() {

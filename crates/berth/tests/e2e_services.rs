@@ -2,24 +2,18 @@
 //! containers as root: a service of busybox httpd tasks reaches a steady state (the CLI's own
 //! `wait services-stable`), every task answers on its published port, scales 3 → 10 → 1, a
 //! killed container is replaced, a rollout of a broken image trips the circuit breaker and rolls
-//! back, and a deleted service drains to INACTIVE with nothing left on the host.
+//! back, and a deleted service drains to INACTIVE with nothing left on the host. Behind the
+//! built-in load balancer (aws elbv2): all tasks answer through the listener, their targets are
+//! registered and healthy, a rolling deployment under a load generator fails no request, and a
+//! killed task is replaced in the target group.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::ecs::*;
+use common::free_port;
 use serde_json::{json as j, Value};
-
-fn http_get(addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
-}
 
 fn describe(e: &Ecs, name: &str) -> Value {
     e.ok(&["describe-services", "--services", name])["services"][0].clone()
@@ -246,4 +240,223 @@ fn ecs_service_scales_replaces_rolls_back_and_drains() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Sends requests to `addr` until `stop`; returns (requests, failures, first failure).
+fn load_generator(
+    addr: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<(u64, u64, Option<String>)> {
+    std::thread::spawn(move || {
+        let (mut n, mut failed, mut first) = (0u64, 0u64, None);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            n += 1;
+            match http_get(&addr, "/id") {
+                Some(r) if r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200") => {}
+                other => {
+                    failed += 1;
+                    first.get_or_insert_with(|| format!("{other:?}"));
+                }
+            }
+        }
+        (n, failed, first)
+    })
+}
+
+fn healthy_targets(e: &Ecs, tg: &str) -> usize {
+    e.elbv2(&["describe-target-health", "--target-group-arn", tg])["TargetHealthDescriptions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|t| t["TargetHealth"]["State"] == "healthy")
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn ecs_service_behind_the_load_balancer_rolls_without_failed_requests() {
+    let Some(e) = Ecs::start(&[]) else { return };
+    let image = e.push_busybox("web:1");
+    e.wait_instance("default", 1);
+    let web = |version: &str| {
+        j!([{
+            "name": "web", "image": image, "memory": 32, "stopTimeout": 1,
+            "environment": [{"name": "VERSION", "value": version}],
+            "command": ["sh", "-c", "cat /proc/sys/kernel/hostname > /www/id && exec httpd -f -p 8080 -h /www"],
+            "portMappings": [{"containerPort": 8080, "hostPort": 0}],
+        }])
+    };
+    e.register("web", web("1"));
+
+    // The load balancer, a target group and an HTTP listener.
+    let lb = e.elbv2(&[
+        "create-load-balancer",
+        "--name",
+        "web",
+        "--subnets",
+        "subnet-a",
+        "subnet-b",
+    ]);
+    let lb_arn = lb["LoadBalancers"][0]["LoadBalancerArn"]
+        .as_str()
+        .expect("lb arn")
+        .to_string();
+    let dns = lb["LoadBalancers"][0]["DNSName"]
+        .as_str()
+        .expect("dns")
+        .to_string();
+    let tg = e.elbv2(&[
+        "create-target-group",
+        "--name",
+        "web",
+        "--protocol",
+        "HTTP",
+        "--port",
+        "8080",
+        "--target-type",
+        "instance",
+        "--vpc-id",
+        "vpc-1",
+        "--health-check-path",
+        "/id",
+        "--health-check-interval-seconds",
+        "5",
+        "--health-check-timeout-seconds",
+        "2",
+        "--healthy-threshold-count",
+        "2",
+        "--unhealthy-threshold-count",
+        "2",
+    ]);
+    let tg_arn = tg["TargetGroups"][0]["TargetGroupArn"]
+        .as_str()
+        .expect("tg arn")
+        .to_string();
+    e.elbv2(&[
+        "modify-target-group-attributes",
+        "--target-group-arn",
+        &tg_arn,
+        "--attributes",
+        "Key=deregistration_delay.timeout_seconds,Value=2",
+    ]);
+    let port = free_port().to_string();
+    e.elbv2(&[
+        "create-listener",
+        "--load-balancer-arn",
+        &lb_arn,
+        "--protocol",
+        "HTTP",
+        "--port",
+        &port,
+        "--default-actions",
+        &format!("Type=forward,TargetGroupArn={tg_arn}"),
+    ]);
+    let listener = format!("{dns}:{port}");
+
+    // A service of 3 tasks behind it.
+    e.ok(&[
+        "create-service",
+        "--service-name",
+        "web",
+        "--task-definition",
+        "web",
+        "--desired-count",
+        "3",
+        "--health-check-grace-period-seconds",
+        "30",
+        "--load-balancers",
+        &format!("targetGroupArn={tg_arn},containerName=web,containerPort=8080"),
+    ]);
+    wait_service(&e, "web", 90, |s| stable(s, 3));
+    assert_eq!(healthy_targets(&e, &tg_arn), 3);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..60 {
+        let r = http_get(&listener, "/id").expect("GET through the listener");
+        assert!(
+            r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200"),
+            "{r}"
+        );
+        seen.insert(r.lines().last().unwrap_or_default().to_string());
+    }
+    assert_eq!(
+        seen.len(),
+        3,
+        "all three tasks answer through the listener: {seen:?}"
+    );
+
+    // Roll a new task definition while a load generator runs: no request fails.
+    e.register("web", web("2"));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let gen = load_generator(listener.clone(), stop.clone());
+    e.ok(&[
+        "update-service",
+        "--service",
+        "web",
+        "--task-definition",
+        "web:2",
+    ]);
+    let (sv, took) = wait_service(&e, "web", 120, |s| {
+        stable(s, 3)
+            && s["taskDefinition"]
+                .as_str()
+                .is_some_and(|t| t.ends_with("task-definition/web:2"))
+    });
+    // Let the old tasks' draining and stop pass under load too.
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (n, failed, first) = gen.join().expect("load generator");
+    eprintln!("rolling deployment under load: {n} requests, {failed} failed, {took:.1} s");
+    assert!(n > 50, "the load generator ran ({n} requests)");
+    assert_eq!(
+        failed, 0,
+        "failed requests during the rollout; first: {first:?}"
+    );
+    assert!(events(&sv)
+        .iter()
+        .any(|m| m.contains("has begun draining connections")));
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..60 {
+        let r = http_get(&listener, "/id").expect("GET through the listener");
+        seen.insert(r.lines().last().unwrap_or_default().to_string());
+    }
+    assert_eq!(seen.len(), 3, "three new tasks: {seen:?}");
+    assert!(ids_disjoint(&seen, &service_tasks(&e, "web")));
+
+    // A killed task is replaced, and the target group follows.
+    let victim = service_tasks(&e, "web")[0].clone();
+    let arn = victim["taskArn"].as_str().expect("arn").to_string();
+    let rid = victim["containers"][0]["runtimeId"]
+        .as_str()
+        .expect("runtime id")
+        .to_string();
+    e.agent_berth(&["kill", &rid]);
+    e.wait_status(&arn, "STOPPED", 30);
+    wait_service(&e, "web", 90, |s| {
+        stable(s, 3)
+            && healthy_targets(&e, &tg_arn) == 3
+            && service_tasks(&e, "web")
+                .iter()
+                .all(|t| t["taskArn"] != arn.as_str())
+    });
+
+    e.ok(&["delete-service", "--service", "web", "--force"]);
+    e.ok(&["wait", "services-inactive", "--services", "web"]);
+    e.elbv2(&["delete-load-balancer", "--load-balancer-arn", &lb_arn]);
+    e.elbv2(&["delete-target-group", "--target-group-arn", &tg_arn]);
+    assert!(
+        http_get(&listener, "/id").is_none(),
+        "the listener is closed"
+    );
+}
+
+/// Whether the task containers' hostnames are exactly `seen` (a check that the ids are theirs).
+fn ids_disjoint(seen: &std::collections::BTreeSet<String>, tasks: &[Value]) -> bool {
+    tasks.len() == seen.len()
+        && tasks.iter().all(|t| {
+            t["containers"][0]["runtimeId"].as_str().is_some_and(|r| {
+                seen.iter()
+                    .any(|s| r.starts_with(s.as_str()) || s.starts_with(r))
+            })
+        })
 }

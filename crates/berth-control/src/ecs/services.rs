@@ -10,8 +10,11 @@ use super::{
     active_cluster, arn_or_name, client_error, cluster_name, includes, invalid_param, page_params,
     paginate, parse, parse_tags, with_token, Ctx,
 };
+use std::collections::HashMap;
+
 use crate::control::{now, State};
 use crate::model::{CircuitBreaker, Deployment, Service, ServiceLoadBalancer, TaskDefRecord};
+use crate::services::TargetGroupInfo;
 use crate::store::Durability;
 use crate::taskdef::model::{NetworkMode, Tag as WireTag};
 use berth_aws::AwsError;
@@ -255,9 +258,25 @@ fn deployment_configuration(
     Ok((max as u32, min as u32, cb))
 }
 
+/// What the load balancer says of each target group named (read before the state lock is
+/// taken: the load balancer reads the control plane's state itself).
+type TargetGroups = HashMap<String, Option<TargetGroupInfo>>;
+
+fn target_groups<'a>(c: &Ctx<'_>, arns: impl IntoIterator<Item = &'a str>) -> TargetGroups {
+    arns.into_iter()
+        .map(|a| {
+            (
+                a.to_string(),
+                c.lb.and_then(|lb| lb.target_group(c.region, a)),
+            )
+        })
+        .collect()
+}
+
 /// Checks `loadBalancers` against the task definition and the load balancer.
 fn check_load_balancers(
     c: &Ctx<'_>,
+    tgs: &TargetGroups,
     td: &TaskDefRecord,
     lbs: &[WireLoadBalancer],
 ) -> Result<Vec<ServiceLoadBalancer>, AwsError> {
@@ -300,12 +319,12 @@ fn check_load_balancers(
                 "The container {name} did not have a container port {port} defined."
             )));
         }
-        let Some(lb) = c.lb else {
+        if c.lb.is_none() {
             return Err(invalid_param(
                 "this control plane has no load balancer: loadBalancers cannot be used",
             ));
-        };
-        let Some(info) = lb.target_group(c.region, &tg) else {
+        }
+        let Some(info) = tgs.get(&tg).cloned().flatten() else {
             return Err(invalid_param(format!(
                 "Unable to assume role and validate the specified targetGroupArn. Please verify that the ECS service role being passed has the proper permissions. (target group {tg} not found)"
             )));
@@ -486,11 +505,17 @@ pub(super) fn create(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
         .clone()
         .ok_or_else(|| invalid_param("TaskDefinition must be specified."))?;
     let cluster = cluster_name(i.cluster.as_deref());
+    let tgs = target_groups(
+        c,
+        i.load_balancers
+            .iter()
+            .filter_map(|l| l.target_group_arn.as_deref()),
+    );
     c.control.write(Durability::Immediate, |tx| {
         let cl = active_cluster(tx.state, c.region, &cluster)?;
         let td = check_task_definition(tx.state, c, &td_ref)?;
         check_network(&td, &i.network_configuration)?;
-        let lbs = check_load_balancers(c, &td, &i.load_balancers)?;
+        let lbs = check_load_balancers(c, &tgs, &td, &i.load_balancers)?;
         if let Some(old) = find_service(tx.state, c.region, &cluster, &i.service_name) {
             if old.status != "INACTIVE" {
                 return Err(invalid_param("Creation of service was not idempotent."));
@@ -596,6 +621,23 @@ pub(super) fn update(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
     let grace = check_grace(i.health_check_grace_period_seconds)?;
     check_propagate(&i.propagate_tags)?;
     let cluster = cluster_name(i.cluster.as_deref());
+    let current: Vec<String> = c.control.read(|s| {
+        find_service(s, c.region, &cluster, &i.service)
+            .map(|sv| {
+                sv.load_balancers
+                    .iter()
+                    .map(|l| l.target_group_arn.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    let named: Vec<String> = i
+        .load_balancers
+        .iter()
+        .flatten()
+        .filter_map(|l| l.target_group_arn.clone())
+        .collect();
+    let tgs = target_groups(c, current.iter().chain(&named).map(String::as_str));
     c.control.write(Durability::Immediate, |tx| {
         active_cluster(tx.state, c.region, &cluster)?;
         let mut sv = find_service(tx.state, c.region, &cluster, &i.service)
@@ -643,7 +685,7 @@ pub(super) fn update(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
             .or_else(|| sv.network_configuration.clone());
         check_network(&td, &network)?;
         let lbs = match &i.load_balancers {
-            Some(l) => check_load_balancers(c, &td, l)?,
+            Some(l) => check_load_balancers(c, &tgs, &td, l)?,
             None => {
                 // The current ones must still fit a new task definition.
                 let wire: Vec<WireLoadBalancer> = sv
@@ -658,7 +700,7 @@ pub(super) fn update(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
                     })
                     .collect();
                 if i.task_definition.is_some() {
-                    check_load_balancers(c, &td, &wire)?
+                    check_load_balancers(c, &tgs, &td, &wire)?
                 } else {
                     sv.load_balancers.clone()
                 }

@@ -26,7 +26,9 @@ pub struct TargetGroupInfo {
 }
 
 /// The load balancer as the service controller uses it: target groups, their targets and
-/// health. Implemented by the ELBv2 API over the data plane.
+/// health. Implemented by the ELBv2 API over the data plane, which keeps its records in the
+/// control plane's state: never call it inside `Control::read`/`Control::write` (the state
+/// lock is not reentrant).
 #[async_trait::async_trait]
 pub trait TargetRegistry: Send + Sync {
     fn target_group(&self, region: &str, arn: &str) -> Option<TargetGroupInfo>;

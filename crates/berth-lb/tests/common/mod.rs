@@ -148,7 +148,8 @@ async fn answer(
                 .to_string()
         };
         format!(
-            "host={}\nxff={}\nproto={}\nport={}\ntrace={}\nconnection={}\n",
+            "uri={}\nhost={}\nxff={}\nproto={}\nport={}\ntrace={}\nconnection={}\n",
+            req.uri(),
             h("host"),
             h("x-forwarded-for"),
             h("x-forwarded-proto"),

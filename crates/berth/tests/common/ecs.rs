@@ -10,6 +10,18 @@ use serde_json::{json as j, Value};
 
 use super::*;
 
+/// `GET path` over HTTP/1.0 (the whole response, status line included), or `None` when the
+/// connection fails.
+pub fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
 /// A running `berth serve` and what the tests drive it with.
 pub struct Ecs {
     pub dir: tempfile::TempDir,
@@ -85,8 +97,19 @@ impl Ecs {
     }
 
     pub fn ecs(&self, args: &[&str]) -> Result<Value, String> {
+        self.aws_json("ecs", args)
+    }
+
+    /// `aws elbv2 ARGS` against the server; panics on failure.
+    pub fn elbv2(&self, args: &[&str]) -> Value {
+        self.aws_json("elbv2", args)
+            .unwrap_or_else(|e| panic!("aws elbv2 {args:?} failed:\n{e}\n{}", self.srv.log_text()))
+    }
+
+    /// `aws SERVICE ARGS --output json` against the server.
+    pub fn aws_json(&self, service: &str, args: &[&str]) -> Result<Value, String> {
         let mut cmd = self.aws_cmd();
-        cmd.arg("ecs")
+        cmd.arg(service)
             .args(args)
             .args(["--endpoint-url", self.api(), "--output", "json"]);
         let out = run(&mut cmd);
