@@ -510,6 +510,70 @@ def main():
     check(doc["taskArns"] == [task], f"ListTasks STOPPED {doc}")
     ecs.error("StopTask", "ClusterNotFoundException", cluster=f"{c1}-missing", task=task)
 
+    # ---- services ------------------------------------------------------------------------------
+    sv1, sv2 = f"boto-{sfx}-svc", f"boto-{sfx}-idle"
+    _, doc = ecs.call("CreateService", cluster=cluster, serviceName=sv1, taskDefinition=sleep_td, desiredCount=1,
+                      deploymentConfiguration={"maximumPercent": 200, "minimumHealthyPercent": 100,
+                                               "deploymentCircuitBreaker": {"enable": True, "rollback": True}},
+                      tags=[{"key": "svc", "value": sfx}], propagateTags="SERVICE")
+    s = doc["service"]
+    check(arn_re("service", re.escape(cluster) + "/" + re.escape(sv1)).fullmatch(s["serviceArn"]), s["serviceArn"])
+    check(s["status"] == "ACTIVE" and s["desiredCount"] == 1 and s["schedulingStrategy"] == "REPLICA", f"CreateService {s}")
+    check(s["deployments"][0]["status"] == "PRIMARY" and s["deployments"][0]["id"].startswith("ecs-svc/"), f"deployment {s}")
+    svc_state = {}
+
+    def delete_services():
+        if not svc_state.get("deleted"):
+            for n in (sv1, sv2):
+                try:
+                    ecs.client.delete_service(cluster=cluster, service=n, force=True)
+                except Exception as e:  # noqa: BLE001 - best effort on the way out
+                    print(f"ecs_boto3.py: could not delete {n}: {e}", file=sys.stderr)
+
+    atexit.register(delete_services)
+    ecs.call("CreateService", cluster=cluster, serviceName=sv2, taskDefinition=sleep_td, desiredCount=0)
+    ecs.error("CreateService", "InvalidParameterException", cluster=cluster, serviceName=sv2, taskDefinition=sleep_td,
+              desiredCount=0)
+    ecs.error("CreateService", "InvalidParameterException", cluster=cluster, serviceName=f"{sv1}-x",
+              taskDefinition=sleep_td)
+    ecs.error("CreateService", "ClusterNotFoundException", cluster=f"{c1}-missing", serviceName=sv1,
+              taskDefinition=sleep_td, desiredCount=1)
+    ecs.waiter("services_stable", cluster=cluster, services=[sv1])
+    _, doc = ecs.call("DescribeServices", cluster=cluster, services=[sv1, f"{sv1}-missing"], include=["TAGS"])
+    s = doc["services"][0]
+    check(s["runningCount"] == 1 and len(s["deployments"]) == 1, f"stable service {s}")
+    check(s["deployments"][0]["rolloutState"] == "COMPLETED", f"rollout {s['deployments']}")
+    check(tags_of(s["tags"]) == [("svc", sfx)], f"service tags {s.get('tags')}")
+    check(any("steady state" in e["message"] for e in s["events"]), f"events {s['events']}")
+    check([f["reason"] for f in doc["failures"]] == ["MISSING"], f"DescribeServices failures {doc}")
+    _, doc = ecs.call("ListTasks", cluster=cluster, serviceName=sv1)
+    check(len(doc["taskArns"]) == 1, f"ListTasks serviceName {doc}")
+    _, doc = ecs.call("DescribeTasks", cluster=cluster, tasks=doc["taskArns"], include=["TAGS"])
+    t = doc["tasks"][0]
+    check(t["group"] == f"service:{sv1}" and t["startedBy"].startswith("ecs-svc/"), f"service task {t}")
+    check(("svc", sfx) in tags_of(t.get("tags", [])), f"propagated service tags {t.get('tags')}")
+    arns, pages = ecs.paginate("ListServices", "serviceArns", 1, cluster=cluster)
+    check(sorted(a.rsplit("/", 1)[1] for a in arns) == sorted([sv1, sv2]) and pages == 2, f"ListServices {arns}")
+    check(len(ecs.pages("ListServices", "serviceArns", cluster=cluster)) == 2, "ListServices pages")
+    # A new deployment of the same task definition (forceNewDeployment) replaces the task.
+    _, doc = ecs.call("UpdateService", cluster=cluster, service=sv1, forceNewDeployment=True)
+    check(len(doc["service"]["deployments"]) == 2, f"forceNewDeployment {doc['service']['deployments']}")
+    ecs.waiter("services_stable", cluster=cluster, services=[sv1])
+    _, doc = ecs.call("DescribeServices", cluster=cluster, services=[sv1])
+    check(doc["services"][0]["deployments"][0]["rolloutState"] == "COMPLETED", f"after the new deployment {doc}")
+    ecs.error("DeleteService", "InvalidParameterException", cluster=cluster, service=sv1)
+    ecs.error("UpdateService", "ServiceNotFoundException", cluster=cluster, service=f"{sv1}-missing", desiredCount=1)
+    _, doc = ecs.call("UpdateService", cluster=cluster, service=sv1, desiredCount=0)
+    check(doc["service"]["desiredCount"] == 0, f"scale to 0 {doc}")
+    for n in (sv1, sv2):
+        _, doc = ecs.call("DeleteService", cluster=cluster, service=n)
+        check(doc["service"]["status"] == "DRAINING", f"DeleteService {doc}")
+    ecs.waiter("services_inactive", cluster=cluster, services=[sv1, sv2])
+    svc_state["deleted"] = True
+    _, doc = ecs.call("ListServices", cluster=cluster)
+    check(doc["serviceArns"] == [], f"ListServices after delete {doc}")
+    ecs.error("UpdateService", "ServiceNotActiveException", cluster=cluster, service=sv1, desiredCount=1)
+
     # ---- clean up ----------------------------------------------------------------------------
     for name in (c1, c2):
         _, doc = ecs.call("DeleteCluster", cluster=name)
