@@ -177,6 +177,10 @@ impl T {
                     {"name": "CPU", "type": "INTEGER", "integerValue": 4096},
                     {"name": "MEMORY", "type": "INTEGER", "integerValue": 8192},
                 ],
+                "attributes": [
+                    {"name": "ecs.capability.container-health-check"},
+                    {"name": "com.amazonaws.ecs.capability.docker-remote-api.1.24"},
+                ],
             }),
         );
         v["containerInstance"]["containerInstanceArn"]
@@ -622,4 +626,75 @@ async fn bad_service_input_is_refused_and_stores_nothing() {
         json!({"services": ["web"], "include": ["TAGS"]}),
     );
     assert_eq!(d["services"][0]["tags"][0]["key"], "a");
+}
+
+#[tokio::test]
+async fn unhealthy_container_is_replaced_after_the_grace_period() {
+    let t = T::new();
+    t.instance();
+    let v = t.ok(
+        "RegisterTaskDefinition",
+        json!({
+            "family": "web",
+            "containerDefinitions": [{
+                "name": "app", "image": "app:1", "memory": 64,
+                "healthCheck": {"command": ["CMD-SHELL", "true"]},
+            }],
+        }),
+    );
+    let td = v["taskDefinition"]["taskDefinitionArn"]
+        .as_str()
+        .expect("arn")
+        .to_string();
+    t.ok(
+        "CreateService",
+        json!({"serviceName": "web", "taskDefinition": td, "desiredCount": 1}),
+    );
+    t.round().await;
+    t.agent();
+    t.round().await;
+    // RUNNING but health UNKNOWN: not yet healthy, so the rollout is not complete.
+    let sv = t.service();
+    assert_eq!(sv["runningCount"], 1);
+    assert_eq!(sv["deployments"][0]["rolloutState"], "IN_PROGRESS");
+    let first = t.running()[0].arn.clone();
+    let health = |arn: &str, status: &str| {
+        t.ok(
+            "SubmitTaskStateChange",
+            json!({"task": arn, "containers": [{"containerName": "app", "healthStatus": status}]}),
+        );
+    };
+    health(&first, "HEALTHY");
+    t.round().await;
+    assert_eq!(t.service()["deployments"][0]["rolloutState"], "COMPLETED");
+    health(&first, "UNHEALTHY");
+    t.round().await;
+    let stopped = t
+        .tasks()
+        .into_iter()
+        .find(|x| x.arn == first)
+        .expect("task");
+    assert_eq!(stopped.desired_status, "STOPPED");
+    assert_eq!(
+        stopped.stopped_reason.as_deref(),
+        Some("Task failed container health checks")
+    );
+    assert!(events(&t.service())
+        .iter()
+        .any(|e| e.contains("failed container health checks")));
+    // Its replacement starts in the same round.
+    assert_eq!(t.running().len(), 1);
+    assert_ne!(t.running()[0].arn, first);
+
+    // With a grace period, an UNHEALTHY container of a fresh task is left alone.
+    t.ok(
+        "UpdateService",
+        json!({"service": "web", "healthCheckGracePeriodSeconds": 3600}),
+    );
+    t.agent();
+    t.round().await;
+    let second = t.running()[0].arn.clone();
+    health(&second, "UNHEALTHY");
+    t.round().await;
+    assert_eq!(t.running()[0].arn, second, "inside the grace period");
 }
