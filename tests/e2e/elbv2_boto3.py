@@ -226,6 +226,9 @@ def main():
     elb.call("CreateLoadBalancer", Name="api", SubnetMappings=[{"SubnetId": "subnet-c", "PrivateIPv4Address": "10.0.0.5"}])
     elb.call("CreateLoadBalancer", Name="aux")
     elb.error("CreateLoadBalancer", "DuplicateLoadBalancerName", Name="web")
+    again = elb.call("CreateLoadBalancer", Name="web", Subnets=["subnet-a", "subnet-b"], SecurityGroups=["sg-1"],
+                     Scheme="internal")["LoadBalancers"][0]
+    check(again["LoadBalancerArn"] == lb_arn, f"CreateLoadBalancer with the same settings is idempotent: {again}")
     elb.error("CreateLoadBalancer", "ValidationError", Name="bad_name!")
     elb.error("CreateLoadBalancer", "InvalidConfigurationRequest", Name="nlb", Type="network")
     before = len(elb.call("DescribeLoadBalancers")["LoadBalancers"])
@@ -263,6 +266,9 @@ def main():
                        ProtocolVersion="HTTP2")["TargetGroups"][0]["TargetGroupArn"]
     tg3_arn = elb.call("CreateTargetGroup", Name="spare", Protocol="HTTP", Port=80)["TargetGroups"][0]["TargetGroupArn"]
     elb.error("CreateTargetGroup", "DuplicateTargetGroupName", Name="app", Protocol="HTTP", Port=8080, TargetType="ip")
+    again = elb.call("CreateTargetGroup", Name="api", Protocol="HTTP", Port=9090, TargetType="ip",
+                     ProtocolVersion="HTTP2")["TargetGroups"][0]
+    check(again["TargetGroupArn"] == tg2_arn, f"CreateTargetGroup with the same settings is idempotent: {again}")
     elb.error("CreateTargetGroup", "InvalidConfigurationRequest", Name="tls", Protocol="HTTPS", Port=443)
     elb.error("CreateTargetGroup", "ValidationError", Name="slow", Protocol="HTTP", Port=80, HealthCheckIntervalSeconds=5, HealthCheckTimeoutSeconds=10)
     check(len(elb.call("DescribeTargetGroups")["TargetGroups"]) == 3, "refused target groups were stored")

@@ -218,7 +218,19 @@ fn create_load_balancer(w: &mut World, p: &Node<'_>, dns: &str) -> Result<String
     input::merge_tags(&[], &tags)?;
     let region = w.region.clone();
     let r = w.r();
-    if r.load_balancers.contains_key(&name) {
+    if let Some(existing) = r.load_balancers.get(&name) {
+        // Idempotent, as in AWS: the same settings answer with the existing load balancer.
+        if existing.scheme == scheme
+            && existing.ip_address_type == ip_type
+            && existing.subnets == subnets
+            && existing.security_groups == security_groups
+        {
+            let mut out = XmlWriter::new();
+            out.list("LoadBalancers", [existing], |x, lb| {
+                output::load_balancer(x, lb, &region, dns)
+            });
+            return Ok(out.finish());
+        }
         return Err(err(
             "DuplicateLoadBalancerName",
             format!(
@@ -484,7 +496,23 @@ fn create_target_group(w: &mut World, p: &Node<'_>) -> Result<String, AwsError> 
     input::merge_tags(&[], &tags)?;
     let vpc_id = p.str("VpcId").map(str::to_string);
     let r = w.r();
-    if r.target_groups.contains_key(&name) {
+    if let Some(existing) = r.target_groups.get(&name) {
+        // Idempotent, as in AWS: the same settings answer with the existing target group.
+        if existing.protocol == protocol
+            && existing.protocol_version == protocol_version
+            && existing.port == port
+            && existing.vpc_id == vpc_id
+            && existing.target_type == target_type
+            && existing.ip_address_type == ip_address_type
+            && existing.health_check == hc
+        {
+            let lbs = r.load_balancers_of(&existing.arn);
+            let mut out = XmlWriter::new();
+            out.list("TargetGroups", [existing], |x, tg| {
+                output::target_group(x, tg, &lbs)
+            });
+            return Ok(out.finish());
+        }
         return Err(err(
             "DuplicateTargetGroupName",
             format!(

@@ -232,6 +232,21 @@ async fn load_balancer_lifecycle_and_arns() {
         "DuplicateLoadBalancerName",
     )
     .await;
+    // The same settings again: the existing load balancer (AWS's Create* are idempotent).
+    assert_eq!(t.lb("web").await, lb);
+    let tg = t.tg("same", "ip").await;
+    assert_eq!(t.tg("same", "ip").await, tg);
+    t.err(
+        "CreateTargetGroup",
+        &[
+            ("Name", "same"),
+            ("Protocol", "HTTP"),
+            ("Port", "8080"),
+            ("TargetType", "instance"),
+        ],
+        "DuplicateTargetGroupName",
+    )
+    .await;
     for bad in [
         "-web",
         "web-",
