@@ -460,6 +460,46 @@ fn request(l: &Launch, count: usize) -> scheduler::Request {
     }
 }
 
+const NO_INSTANCES: &str = "No Container Instances were found in your cluster.";
+
+/// Places `count` tasks of `l` in its cluster (only on `instance` when given) with `strategy`,
+/// `constraints` and the task definition's memberOf constraints; the tasks are not committed.
+/// `None` when the cluster has no container instance.
+#[allow(clippy::too_many_arguments)]
+fn place_tasks(
+    c: &Ctx<'_>,
+    s: &State,
+    l: &Launch,
+    count: usize,
+    strategy: Vec<scheduler::PlacementStrategy>,
+    mut constraints: Vec<scheduler::PlacementConstraint>,
+    instance: Option<&str>,
+    seed: u64,
+) -> Result<Option<(Vec<Task>, scheduler::Plan)>, AwsError> {
+    for pc in l.td.spec.request().placement_constraints.iter().flatten() {
+        if let Some(e) = &pc.expression {
+            constraints.push(
+                scheduler::PlacementConstraint::from_wire_task_definition("memberOf", Some(e))
+                    .map_err(|e| invalid_param(e.to_string()))?,
+            );
+        }
+    }
+    let snap = snapshot(c, s, &l.cluster.name, instance);
+    if !snap.instances().iter().any(|x| x.status != "INACTIVE") {
+        return Ok(None);
+    }
+    let mut req = request(l, count);
+    req.strategy = strategy;
+    req.constraints = constraints;
+    let plan = scheduler::place(&snap, &req, seed);
+    let tasks = plan
+        .placements
+        .iter()
+        .map(|p| new_task(c, l, &p.instance_arn))
+        .collect();
+    Ok(Some((tasks, plan)))
+}
+
 fn failures_json(plan: &scheduler::Plan) -> Vec<Value> {
     plan.failures
         .iter()
@@ -547,30 +587,19 @@ pub(super) fn run(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
                 "Task definition does not support launch_type EC2.",
             ));
         }
-        let mut constraints = constraints.clone();
-        for pc in l.td.spec.request().placement_constraints.iter().flatten() {
-            if let Some(e) = &pc.expression {
-                constraints.push(
-                    scheduler::PlacementConstraint::from_wire_task_definition("memberOf", Some(e))
-                        .map_err(|e| invalid_param(e.to_string()))?,
-                );
-            }
-        }
-        let snap = snapshot(c, tx.state, &l.cluster.name, None);
-        if !snap.instances().iter().any(|x| x.status != "INACTIVE") {
-            return Err(invalid_param(
-                "No Container Instances were found in your cluster.",
-            ));
-        }
-        let mut req = request(&l, count as usize);
-        req.strategy = strategy.clone();
-        req.constraints = constraints;
-        let plan = scheduler::place(&snap, &req, seed);
-        let tasks: Vec<Task> = plan
-            .placements
-            .iter()
-            .map(|p| new_task(c, &l, &p.instance_arn))
-            .collect();
+        let Some((tasks, plan)) = place_tasks(
+            c,
+            tx.state,
+            &l,
+            count as usize,
+            strategy.clone(),
+            constraints.clone(),
+            None,
+            seed,
+        )?
+        else {
+            return Err(invalid_param(NO_INSTANCES));
+        };
         let out = commit_tasks(tx, &l, &tasks);
         Ok(json!({"tasks": out, "failures": failures_json(&plan)}))
     })
@@ -1008,32 +1037,21 @@ pub(crate) fn launch_service_tasks(
     if sv.propagate_tags.as_deref() == Some("SERVICE") {
         l.tags = tx.state.tags.get(&sv.arn).cloned().unwrap_or_default();
     }
-    let (strategy, mut constraints) =
+    let (strategy, constraints) =
         placement_rules(&sv.placement_strategy, &sv.placement_constraints)?;
-    for pc in l.td.spec.request().placement_constraints.iter().flatten() {
-        if let Some(e) = &pc.expression {
-            constraints.push(
-                scheduler::PlacementConstraint::from_wire_task_definition("memberOf", Some(e))
-                    .map_err(|e| invalid_param(e.to_string()))?,
-            );
-        }
-    }
-    let snap = snapshot(c, tx.state, &l.cluster.name, instance);
-    if !snap.instances().iter().any(|x| x.status != "INACTIVE") {
-        return Ok((
-            Vec::new(),
-            vec![json!({"reason": "No Container Instances were found in your cluster."})],
-        ));
-    }
-    let mut req = request(&l, count);
-    req.strategy = strategy;
-    req.constraints = constraints;
-    let plan = scheduler::place(&snap, &req, rand::random());
-    let tasks: Vec<Task> = plan
-        .placements
-        .iter()
-        .map(|p| new_task(c, &l, &p.instance_arn))
-        .collect();
+    let Some((tasks, plan)) = place_tasks(
+        c,
+        tx.state,
+        &l,
+        count,
+        strategy,
+        constraints,
+        instance,
+        rand::random(),
+    )?
+    else {
+        return Ok((Vec::new(), vec![json!({ "reason": NO_INSTANCES })]));
+    };
     commit_tasks(tx, &l, &tasks);
     Ok((tasks, failures_json(&plan)))
 }
