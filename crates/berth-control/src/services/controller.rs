@@ -73,8 +73,45 @@ struct LbActions {
     deregister: BTreeMap<String, BTreeSet<(String, u16)>>,
 }
 
-/// Health of the service's targets: target → (state, in flight).
+impl LbActions {
+    fn register(&mut self, k: &TargetKey) {
+        self.register
+            .entry(k.target_group.clone())
+            .or_default()
+            .insert((k.id.clone(), k.port));
+    }
+
+    fn deregister(&mut self, k: &TargetKey) {
+        self.deregister
+            .entry(k.target_group.clone())
+            .or_default()
+            .insert((k.id.clone(), k.port));
+    }
+}
+
+/// Health of the service's targets: target → state.
 type HealthMap = HashMap<TargetKey, berth_lb::TargetState>;
+
+/// Whether `k` is in its target group and not draining.
+fn is_registered(health: &HealthMap, k: &TargetKey) -> bool {
+    health
+        .get(k)
+        .is_some_and(|s| *s != berth_lb::TargetState::Draining)
+}
+
+/// Counts a failed task of `t`'s deployment while that deployment rolls out.
+fn count_failure(sv: &mut Service, dep_index: &HashMap<String, usize>, t: &Task) {
+    if let Some(d) = t
+        .started_by
+        .as_ref()
+        .and_then(|s| dep_index.get(s))
+        .and_then(|i| sv.deployments.get_mut(*i))
+    {
+        if d.rollout_state == "IN_PROGRESS" {
+            d.failed_tasks += 1;
+        }
+    }
+}
 
 /// Why a task is taken out.
 #[derive(Debug, Clone)]
@@ -324,15 +361,8 @@ fn decide(
         for t in tasks.iter().filter(|t| t.is_stopped() || t.desired_status == "STOPPED") {
             let inst = t.container_instance_arn.as_ref().and_then(|a| instances.get(a));
             for k in task_targets(t, &sv.load_balancers, inst, &ip_groups) {
-                if health
-                    .get(&k)
-                    .is_some_and(|s| *s != berth_lb::TargetState::Draining)
-                {
-                    actions
-                        .deregister
-                        .entry(k.target_group.clone())
-                        .or_default()
-                        .insert((k.id.clone(), k.port));
+                if is_registered(health, &k) {
+                    actions.deregister(&k);
                 }
             }
             if t.is_stopped() && !t.service_accounted {
@@ -343,16 +373,7 @@ fn decide(
                     Some("TaskFailedToStart") | Some("EssentialContainerExited")
                 );
                 if failed {
-                    if let Some(d) = t
-                        .started_by
-                        .as_ref()
-                        .and_then(|s| dep_index.get(s))
-                        .and_then(|i| sv.deployments.get_mut(*i))
-                    {
-                        if d.rollout_state == "IN_PROGRESS" {
-                            d.failed_tasks += 1;
-                        }
-                    }
+                    count_failure(&mut sv, &dep_index, t);
                 }
                 changed_tasks.insert(t2.id.clone(), t2);
             }
@@ -377,15 +398,8 @@ fn decide(
             if let Some(until) = t.service_drain_until {
                 // Out of its target groups: make sure, then stop when the delay is over.
                 for k in &targets {
-                    if health
-                        .get(k)
-                        .is_some_and(|s| *s != berth_lb::TargetState::Draining)
-                    {
-                        actions
-                            .deregister
-                            .entry(k.target_group.clone())
-                            .or_default()
-                            .insert((k.id.clone(), k.port));
+                    if is_registered(health, k) {
+                        actions.deregister(k);
                     }
                 }
                 if t_now >= until {
@@ -459,14 +473,8 @@ fn decide(
                 continue;
             }
             if running {
-                for (k, s) in targets.iter().zip(&lb_states) {
-                    if s.is_none() || *s == Some(berth_lb::TargetState::Draining) {
-                        actions
-                            .register
-                            .entry(k.target_group.clone())
-                            .or_default()
-                            .insert((k.id.clone(), k.port));
-                    }
+                for k in targets.iter().filter(|k| !is_registered(health, k)) {
+                    actions.register(k);
                 }
             }
             if running && container_ok && lb_ok {
@@ -635,34 +643,17 @@ fn decide(
             };
             let mut t2 = changed_tasks.remove(&id).unwrap_or_else(|| t.clone());
             if r.failed {
-                if let Some(d) = t
-                    .started_by
-                    .as_ref()
-                    .and_then(|s| dep_index.get(s))
-                    .and_then(|i| sv.deployments.get_mut(*i))
-                {
-                    if d.rollout_state == "IN_PROGRESS" {
-                        d.failed_tasks += 1;
-                    }
-                }
+                count_failure(&mut sv, &dep_index, t);
                 t2.service_accounted = true;
             }
             let inst = t.container_instance_arn.as_ref().and_then(|a| instances.get(a));
             let registered: Vec<TargetKey> = task_targets(t, &sv.load_balancers, inst, &ip_groups)
                 .into_iter()
-                .filter(|k| {
-                    health
-                        .get(k)
-                        .is_some_and(|s| *s != berth_lb::TargetState::Draining)
-                })
+                .filter(|k| is_registered(health, k))
                 .collect();
             if registered.is_empty() || r.failed {
                 for k in &registered {
-                    actions
-                        .deregister
-                        .entry(k.target_group.clone())
-                        .or_default()
-                        .insert((k.id.clone(), k.port));
+                    actions.deregister(k);
                 }
                 request_stop(&mut t2, &r.reason, "ServiceSchedulerInitiated");
                 stopped_ids.push(id.clone());
@@ -674,11 +665,7 @@ fn decide(
                     .max()
                     .unwrap_or(Duration::from_secs(300));
                 for k in &registered {
-                    actions
-                        .deregister
-                        .entry(k.target_group.clone())
-                        .or_default()
-                        .insert((k.id.clone(), k.port));
+                    actions.deregister(k);
                     sv.event(format!(
                         "(service {}) deregistered 1 targets in (target-group {})",
                         svc_name, k.target_group
@@ -819,9 +806,9 @@ fn decide(
             .filter(|t| t.started_by == primary_dep && healthy.contains(&t.id))
             .count() as u32;
         let cb = sv.circuit_breaker;
-        let name_s = sv.name.clone();
         let desired_count = sv.desired_count;
         let mut rollback_to: Option<Deployment> = None;
+        let mut rollout_event = None;
         if let Some(p) = sv.deployments.first_mut() {
             if p.rollout_state == "IN_PROGRESS" && !draining_service {
                 if cb.is_some_and(|b| b.enable) && p.failed_tasks >= failure_threshold(desired_count)
@@ -830,21 +817,13 @@ fn decide(
                     p.rollout_state_reason =
                         Some("ECS deployment circuit breaker: tasks failed to start.".into());
                     p.updated_at = t_now;
-                    let msg = format!(
-                        "(service {name_s}) (deployment {}) deployment failed: tasks failed to start.",
+                    rollout_event = Some(format!(
+                        "(service {svc_name}) (deployment {}) deployment failed: tasks failed to start.",
                         p.id
-                    );
+                    ));
                     if cb.is_some_and(|b| b.rollback) {
                         rollback_to = Some(p.clone());
                     }
-                    sv.events.insert(
-                        0,
-                        crate::model::ServiceEvent {
-                            id: uuid::Uuid::new_v4().to_string(),
-                            created_at: t_now,
-                            message: msg,
-                        },
-                    );
                 } else if !any_old_live
                     && !orphans
                     && p.running_count == desired_count
@@ -854,20 +833,15 @@ fn decide(
                     p.rollout_state = "COMPLETED".into();
                     p.rollout_state_reason = Some(format!("ECS deployment {} completed.", p.id));
                     p.updated_at = t_now;
-                    let msg = format!(
-                        "(service {name_s}) (deployment {}) deployment completed.",
+                    rollout_event = Some(format!(
+                        "(service {svc_name}) (deployment {}) deployment completed.",
                         p.id
-                    );
-                    sv.events.insert(
-                        0,
-                        crate::model::ServiceEvent {
-                            id: uuid::Uuid::new_v4().to_string(),
-                            created_at: t_now,
-                            message: msg,
-                        },
-                    );
+                    ));
                 }
             }
+        }
+        if let Some(m) = rollout_event {
+            sv.event(m);
         }
         if let Some(failed) = rollback_to {
             let good = sv
