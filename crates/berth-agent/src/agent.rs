@@ -416,6 +416,8 @@ mod tests {
             overrides: None,
             network_configuration: None,
             stopped_reason: Some("Scaling down".into()),
+            launch_type: None,
+            stop_timeout_seconds: None,
         };
         control.set_assignment(1, vec![assigned("RUNNING")], vec![]);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

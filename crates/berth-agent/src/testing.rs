@@ -131,6 +131,7 @@ impl ControlClient for FakeControl {
             tasks,
             unknown_tasks: unknown,
             heartbeat_seconds: 30,
+            prepull_images: Vec::new(),
         })
     }
 

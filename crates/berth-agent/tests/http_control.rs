@@ -43,6 +43,8 @@ fn assigned(desired: &str) -> AssignedTask {
         overrides: None,
         network_configuration: None,
         stopped_reason: None,
+        launch_type: None,
+        stop_timeout_seconds: None,
     }
 }
 
@@ -85,6 +87,7 @@ impl JsonApi for Stub {
                     tasks: vec![assigned(&desired)],
                     unknown_tasks: vec![],
                     heartbeat_seconds: 30,
+                    prepull_images: Vec::new(),
                 };
                 serde_json::to_value(resp).map_err(|e| AwsError::internal(e.to_string()))
             }

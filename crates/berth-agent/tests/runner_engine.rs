@@ -202,6 +202,8 @@ fn task(arn: &str, network_mode: &str, containers: Value, desired: &str) -> Assi
         overrides: None,
         network_configuration: None,
         stopped_reason: None,
+        launch_type: None,
+        stop_timeout_seconds: None,
     }
 }
 

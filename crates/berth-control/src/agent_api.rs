@@ -127,6 +127,8 @@ fn assignment(
                 overrides: t.overrides.clone(),
                 network_configuration: t.network_configuration.clone(),
                 stopped_reason: t.stopped_reason.clone(),
+                launch_type: Some(t.launch_type.clone()),
+                stop_timeout_seconds: None,
             });
         }
         let unknown_tasks = req
@@ -146,6 +148,7 @@ fn assignment(
             tasks,
             unknown_tasks,
             heartbeat_seconds: control.cfg.heartbeat_grace.as_secs(),
+            prepull_images: Vec::new(),
         }
     })
 }

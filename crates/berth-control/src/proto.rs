@@ -53,6 +53,12 @@ pub struct PollResponse {
     pub unknown_tasks: Vec<String>,
     /// Seconds between polls that still count as connected.
     pub heartbeat_seconds: u64,
+    /// Images the agent should have in its store before a task asks for them (Fargate's
+    /// platform image cache: the images of FARGATE-compatible task definitions, sent to
+    /// platform-capacity agents). The agent pulls those it lacks in the background, with the
+    /// same registry credentials as a task's pull; failures are logged, not reported.
+    #[serde(default)]
+    pub prepull_images: Vec<String>,
 }
 
 /// One task as the agent needs it.
@@ -75,4 +81,26 @@ pub struct AssignedTask {
     /// When desiredStatus is STOPPED: why (shown as the task's stoppedReason).
     #[serde(default)]
     pub stopped_reason: Option<String>,
+    /// `EC2` or `FARGATE` (FARGATE tasks run with Fargate's defaults, e.g. 20 GiB of
+    /// ephemeral storage when the task definition names none).
+    #[serde(default)]
+    pub launch_type: Option<String>,
+    /// When set, stopping the task waits this long between SIGTERM and SIGKILL instead of the
+    /// containers' `stopTimeout` (a FARGATE_SPOT interruption's notice).
+    #[serde(default)]
+    pub stop_timeout_seconds: Option<u64>,
+}
+
+/// Berth's extension of `SubmitTaskStateChange`: the address an awsvpc task got on its task
+/// network (sent as the top-level member `taskNetwork` once the task's network namespace
+/// exists). The control plane shows it as the task's ElasticNetworkInterface attachment and
+/// in `containers[].networkInterfaces`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskNetwork {
+    /// The Berth network the task is attached to (named after its first subnet).
+    pub network: String,
+    pub private_ipv4_address: String,
+    #[serde(default)]
+    pub mac_address: Option<String>,
 }

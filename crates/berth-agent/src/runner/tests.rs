@@ -21,6 +21,8 @@ fn task(containers: serde_json::Value, desired: &str) -> AssignedTask {
         overrides: None,
         network_configuration: None,
         stopped_reason: None,
+        launch_type: None,
+        stop_timeout_seconds: None,
     }
 }
 
