@@ -108,47 +108,56 @@ fn assignment(
 ) -> PollResponse {
     control.read(|s| {
         let r = s.region(region);
-        let tasks_of_cluster = r.and_then(|r| r.tasks.get(cluster));
+        let instance = crate::ecs::instances::find(s, region, cluster, arn);
+        let platform = instance.is_some_and(crate::ecs::fargate::is_platform);
         let mut tasks = Vec::new();
-        for t in tasks_of_cluster.into_iter().flat_map(|m| m.values()) {
-            if t.is_stopped() || t.container_instance_arn.as_deref() != Some(arn) {
-                continue;
+        if let (Some(r), Some(instance)) = (r, instance) {
+            for t in crate::ecs::fargate::hosted_tasks(r, instance) {
+                if t.is_stopped() {
+                    continue;
+                }
+                let td = r
+                    .taskdefs
+                    .get(&t.family)
+                    .and_then(|m| m.get(&t.revision))
+                    .map(|d| d.output())
+                    .unwrap_or(Value::Null);
+                tasks.push(AssignedTask {
+                    task_arn: t.arn.clone(),
+                    desired_status: t.desired_status.clone(),
+                    last_status: t.last_status.clone(),
+                    task_definition: td,
+                    overrides: t.overrides.clone(),
+                    network_configuration: t.network_configuration.clone(),
+                    stopped_reason: t.stopped_reason.clone(),
+                    launch_type: Some(t.launch_type.clone()),
+                    stop_timeout_seconds: t.stop_timeout_seconds,
+                });
             }
-            let td = r
-                .and_then(|r| r.taskdefs.get(&t.family))
-                .and_then(|m| m.get(&t.revision))
-                .map(|d| d.output())
-                .unwrap_or(Value::Null);
-            tasks.push(AssignedTask {
-                task_arn: t.arn.clone(),
-                desired_status: t.desired_status.clone(),
-                last_status: t.last_status.clone(),
-                task_definition: td,
-                overrides: t.overrides.clone(),
-                network_configuration: t.network_configuration.clone(),
-                stopped_reason: t.stopped_reason.clone(),
-                launch_type: Some(t.launch_type.clone()),
-                stop_timeout_seconds: None,
-            });
         }
+        // A Fargate task's ARN names its own cluster, not the host's.
         let unknown_tasks = req
             .known_tasks
             .iter()
             .filter(|k| {
-                let id = crate::ecs::arn_or_name(k);
-                !tasks_of_cluster
+                let (cl, id) = crate::ecs::fargate::task_ref(cluster, k);
+                !r.and_then(|r| r.tasks.get(cl))
                     .and_then(|m| m.get(id))
                     .map(|t| !t.is_stopped())
                     .unwrap_or(false)
             })
             .cloned()
             .collect();
+        let prepull_images = match (platform, r) {
+            (true, Some(r)) => crate::ecs::fargate::prepull_images(r),
+            _ => Vec::new(),
+        };
         PollResponse {
             version,
             tasks,
             unknown_tasks,
             heartbeat_seconds: control.cfg.heartbeat_grace.as_secs(),
-            prepull_images: Vec::new(),
+            prepull_images,
         }
     })
 }

@@ -201,6 +201,11 @@ impl Tx<'_> {
     /// a new desired status).
     pub fn put_task(&mut self, mut t: Task) {
         let region = t.region.clone();
+        if t.is_stopped() {
+            if let Some(eni) = t.eni.as_mut() {
+                eni.status = "DELETED".into();
+            }
+        }
         let old = self
             .region(&region)
             .tasks
@@ -241,6 +246,12 @@ impl Tx<'_> {
             .entry(t.cluster.clone())
             .or_default()
             .insert(t.id.clone(), t);
+    }
+
+    /// Wakes the long poll of `instance_arn`'s agent after the commit (its assignment's
+    /// extras changed, e.g. the platform image cache).
+    pub fn touch(&mut self, instance_arn: &str) {
+        self.touched.push(instance_arn.to_string());
     }
 
     pub fn delete_task(&mut self, region: &str, cluster: &str, id: &str) {
@@ -625,13 +636,9 @@ impl Control {
                 let tasks: Vec<Task> = tx
                     .state
                     .region(&i.region)
-                    .and_then(|r| r.tasks.get(&i.cluster))
-                    .map(|m| {
-                        m.values()
-                            .filter(|t| {
-                                !t.is_stopped()
-                                    && t.container_instance_arn.as_deref() == Some(&i.arn)
-                            })
+                    .map(|r| {
+                        crate::ecs::fargate::hosted_tasks(r, &i)
+                            .filter(|t| !t.is_stopped())
                             .cloned()
                             .collect()
                     })

@@ -183,6 +183,62 @@ pub struct Task {
     /// Its service has counted this task's stop (failed tasks, replacement events).
     #[serde(default)]
     pub service_accounted: bool,
+    /// An awsvpc task's network interface (shown as its ElasticNetworkInterface attachment).
+    #[serde(default)]
+    pub eni: Option<TaskEni>,
+    /// FARGATE tasks: the platform version they run on (`1.4.0`).
+    #[serde(default)]
+    pub platform_version: Option<String>,
+    /// FARGATE tasks: the size limit of their writable layers, GiB.
+    #[serde(default)]
+    pub ephemeral_storage_gib: Option<u32>,
+    /// Seconds between SIGTERM and SIGKILL when the task is stopped, instead of its
+    /// containers' stopTimeout (a FARGATE_SPOT interruption's notice).
+    #[serde(default)]
+    pub stop_timeout_seconds: Option<u64>,
+}
+
+/// The network interface of an awsvpc task: created with the task (PRECREATED), ATTACHED
+/// once its agent reports the address it got on the subnet's network, DELETED when the task
+/// stops.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskEni {
+    /// The attachment id (a UUID).
+    pub attachment_id: String,
+    /// `eni-` + 17 hex digits.
+    pub eni_id: String,
+    pub subnet: String,
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+    pub status: String,
+    #[serde(default)]
+    pub private_ipv4_address: Option<String>,
+    #[serde(default)]
+    pub mac_address: Option<String>,
+}
+
+impl TaskEni {
+    /// The ECS `Attachment` output shape.
+    pub fn output(&self) -> Value {
+        let mut details = vec![
+            json!({"name": "subnetId", "value": self.subnet}),
+            json!({"name": "networkInterfaceId", "value": self.eni_id}),
+        ];
+        if let Some(mac) = &self.mac_address {
+            details.push(json!({"name": "macAddress", "value": mac}));
+        }
+        if let Some(ip) = &self.private_ipv4_address {
+            details.push(json!({"name": "privateDnsName",
+                "value": format!("ip-{}.ec2.internal", ip.replace('.', "-"))}));
+            details.push(json!({"name": "privateIPv4Address", "value": ip}));
+        }
+        json!({
+            "id": self.attachment_id,
+            "type": "ElasticNetworkInterface",
+            "status": self.status,
+            "details": details,
+        })
+    }
 }
 
 impl Task {
@@ -199,7 +255,13 @@ impl Task {
             "taskDefinitionArn".into(),
             self.task_definition_arn.clone().into(),
         );
-        if let Some(ci) = &self.container_instance_arn {
+        // A Fargate task's host is Berth's platform capacity, not a container instance of
+        // the user's.
+        if let Some(ci) = self
+            .container_instance_arn
+            .as_ref()
+            .filter(|_| self.launch_type != "FARGATE")
+        {
             m.insert("containerInstanceArn".into(), ci.clone().into());
         }
         let mut overrides = self.overrides.clone().unwrap_or_else(|| json!({}));
@@ -259,7 +321,22 @@ impl Task {
         if let Some(c) = &self.capacity_provider_name {
             m.insert("capacityProviderName".into(), c.clone().into());
         }
-        m.insert("attachments".into(), json!([]));
+        m.insert(
+            "attachments".into(),
+            Value::Array(self.eni.iter().map(TaskEni::output).collect()),
+        );
+        if let Some(v) = &self.platform_version {
+            m.insert("platformVersion".into(), v.clone().into());
+        }
+        if let Some(g) = self.ephemeral_storage_gib {
+            m.insert("ephemeralStorage".into(), json!({ "sizeInGiB": g }));
+        }
+        if self.launch_type == "FARGATE" {
+            m.insert(
+                "availabilityZone".into(),
+                format!("{}a", self.region).into(),
+            );
+        }
         m.insert("healthStatus".into(), task_health(&self.containers).into());
         m.insert(
             "enableExecuteCommand".into(),
@@ -397,7 +474,14 @@ pub struct Service {
     /// The PRIMARY deployment's task definition ARN.
     pub task_definition: String,
     pub desired_count: u32,
+    /// EC2 or FARGATE; empty when the service uses a capacity provider strategy.
     pub launch_type: String,
+    /// The capacity provider strategy (wire items with weight and base), if any.
+    #[serde(default)]
+    pub capacity_provider_strategy: Vec<Value>,
+    /// FARGATE services: the platform version.
+    #[serde(default)]
+    pub platform_version: Option<String>,
     /// REPLICA or DAEMON.
     pub scheduling_strategy: String,
     pub maximum_percent: u32,
@@ -535,7 +619,7 @@ impl Service {
         m.insert("desiredCount".into(), self.desired_count.into());
         m.insert("runningCount".into(), self.running_count().into());
         m.insert("pendingCount".into(), self.pending_count().into());
-        m.insert("launchType".into(), self.launch_type.clone().into());
+        self.capacity_output(&mut m);
         m.insert("platformFamily".into(), "Linux".into());
         m.insert("taskDefinition".into(), self.task_definition.clone().into());
         let mut dc = json!({
@@ -552,7 +636,7 @@ impl Service {
                 self.deployments
                     .iter()
                     .filter(|d| d.status != "INACTIVE")
-                    .map(|d| d.output(&self.launch_type))
+                    .map(|d| d.output(self))
                     .collect(),
             ),
         );
@@ -613,8 +697,27 @@ impl Service {
     }
 }
 
+impl Service {
+    /// `launchType` or `capacityProviderStrategy`, and `platformVersion` (services and their
+    /// deployments show the same).
+    fn capacity_output(&self, m: &mut Map<String, Value>) {
+        if !self.launch_type.is_empty() {
+            m.insert("launchType".into(), self.launch_type.clone().into());
+        }
+        if !self.capacity_provider_strategy.is_empty() {
+            m.insert(
+                "capacityProviderStrategy".into(),
+                Value::Array(self.capacity_provider_strategy.clone()),
+            );
+        }
+        if let Some(v) = &self.platform_version {
+            m.insert("platformVersion".into(), v.clone().into());
+        }
+    }
+}
+
 impl Deployment {
-    fn output(&self, launch_type: &str) -> Value {
+    fn output(&self, sv: &Service) -> Value {
         let mut m = Map::new();
         m.insert("id".into(), self.id.clone().into());
         m.insert("status".into(), self.status.clone().into());
@@ -625,7 +728,7 @@ impl Deployment {
         m.insert("failedTasks".into(), self.failed_tasks.into());
         m.insert("createdAt".into(), self.created_at.into());
         m.insert("updatedAt".into(), self.updated_at.into());
-        m.insert("launchType".into(), launch_type.into());
+        sv.capacity_output(&mut m);
         m.insert("platformFamily".into(), "Linux".into());
         if let Some(n) = &self.network_configuration {
             m.insert("networkConfiguration".into(), n.clone());

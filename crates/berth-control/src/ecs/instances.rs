@@ -31,20 +31,18 @@ pub(crate) fn usage(r: &Region, instance: &Instance) -> Usage {
     let mut u = Usage::default();
     u.tcp.extend(instance.reserved_tcp_ports.iter().copied());
     u.udp.extend(instance.reserved_udp_ports.iter().copied());
-    if let Some(tasks) = r.tasks.get(&instance.cluster) {
-        for t in tasks.values() {
-            if t.is_stopped() || t.container_instance_arn.as_deref() != Some(&instance.arn) {
-                continue;
-            }
-            u.cpu += t.reserved_cpu;
-            u.memory += t.reserved_memory;
-            u.tcp.extend(t.tcp_ports.iter().copied());
-            u.udp.extend(t.udp_ports.iter().copied());
-            if t.last_status == "RUNNING" {
-                u.running += 1;
-            } else {
-                u.pending += 1;
-            }
+    for t in super::fargate::hosted_tasks(r, instance) {
+        if t.is_stopped() {
+            continue;
+        }
+        u.cpu += t.reserved_cpu;
+        u.memory += t.reserved_memory;
+        u.tcp.extend(t.tcp_ports.iter().copied());
+        u.udp.extend(t.udp_ports.iter().copied());
+        if t.last_status == "RUNNING" {
+            u.running += 1;
+        } else {
+            u.pending += 1;
         }
     }
     u
@@ -287,12 +285,9 @@ pub(super) fn deregister(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
         let tasks: Vec<_> = tx
             .state
             .region(c.region)
-            .and_then(|r| r.tasks.get(&cluster))
-            .map(|m| {
-                m.values()
-                    .filter(|t| {
-                        !t.is_stopped() && t.container_instance_arn.as_deref() == Some(&inst.arn)
-                    })
+            .map(|r| {
+                super::fargate::hosted_tasks(r, &inst)
+                    .filter(|t| !t.is_stopped())
                     .cloned()
                     .collect()
             })

@@ -14,6 +14,7 @@
 //! - `tags`: resource tags of every kind of resource.
 
 pub mod clusters;
+pub(crate) mod fargate;
 pub(crate) mod instances;
 pub(crate) mod services;
 mod tags;
@@ -40,6 +41,21 @@ pub const SIGNING_NAME: &str = "ecs";
 pub struct EcsApi {
     pub(crate) control: Arc<Control>,
     pub(crate) lb: Option<Arc<dyn TargetRegistry>>,
+    /// `X-Amz-Target` prefix: ECS's, or Berth's own Fargate operations.
+    prefix: &'static str,
+}
+
+/// `X-Amz-Target` prefix of Berth's Fargate operations (`ReclaimSpotCapacity`), served
+/// next to ECS with the same signing name and credentials.
+pub const FARGATE_TARGET_PREFIX: &str = "BerthFargate_V1";
+
+/// Berth's Fargate operations of `control`, for an `AwsEndpoint`.
+pub fn fargate_api(control: &Arc<Control>) -> Arc<dyn JsonApi> {
+    Arc::new(EcsApi {
+        control: control.clone(),
+        lb: None,
+        prefix: FARGATE_TARGET_PREFIX,
+    })
 }
 
 /// The ECS API of `control`, for an `AwsEndpoint`; `lb` is the load balancer services may
@@ -48,6 +64,7 @@ pub fn ecs_api(control: &Arc<Control>, lb: Option<Arc<dyn TargetRegistry>>) -> A
     Arc::new(EcsApi {
         control: control.clone(),
         lb,
+        prefix: ECS_TARGET_PREFIX,
     })
 }
 
@@ -68,7 +85,7 @@ impl Ctx<'_> {
 #[async_trait::async_trait]
 impl JsonApi for EcsApi {
     fn target_prefix(&self) -> &'static str {
-        ECS_TARGET_PREFIX
+        self.prefix
     }
 
     fn signing_name(&self) -> Option<&'static str> {
@@ -89,6 +106,7 @@ impl JsonApi for EcsApi {
         let account = ctx.account_id.clone();
         let op = operation.to_string();
         let lb = self.lb.clone();
+        let fargate = self.prefix == FARGATE_TARGET_PREFIX;
         // The store commits (fsync) block: keep them off the async workers.
         tokio::task::spawn_blocking(move || {
             let c = Ctx {
@@ -97,7 +115,16 @@ impl JsonApi for EcsApi {
                 account: &account,
                 lb: lb.as_deref(),
             };
-            dispatch(&c, &op, input)
+            if fargate {
+                match op.as_str() {
+                    "ReclaimSpotCapacity" => fargate::reclaim_spot(&c, input),
+                    other => Err(AwsError::unknown_operation(format!(
+                        "operation {other} is not one of Berth's Fargate operations"
+                    ))),
+                }
+            } else {
+                dispatch(&c, &op, input)
+            }
         })
         .await
         .map_err(|e| AwsError::server("ServerException", format!("request failed: {e}")))?

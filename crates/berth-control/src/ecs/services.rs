@@ -5,6 +5,7 @@
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::fargate::{self, Capacity, Choice};
 use super::tasks::placement_rules;
 use super::{
     active_cluster, arn_or_name, client_error, cluster_name, includes, invalid_param, page_params,
@@ -146,29 +147,6 @@ struct CreateInput {
     #[serde(default)]
     gateway_connectors: Vec<Value>,
     monitoring: Option<Value>,
-}
-
-fn check_launch_type(launch_type: Option<&str>, cps: &[Value]) -> Result<String, AwsError> {
-    if !cps.is_empty() {
-        if launch_type.is_some() {
-            return Err(invalid_param(
-                "Specifying both a launch type and capacity provider strategy is not supported. Remove one and try again.",
-            ));
-        }
-        return Err(invalid_param(
-            "capacity provider strategies are not available in this Berth version; use launchType EC2",
-        ));
-    }
-    match launch_type {
-        None | Some("EC2") => Ok("EC2".into()),
-        Some("FARGATE") | Some("EXTERNAL") | Some("MANAGED_INSTANCES") => {
-            Err(invalid_param(format!(
-                "launch type {} is not available in this Berth version; use EC2",
-                launch_type.unwrap_or_default()
-            )))
-        }
-        Some(o) => Err(invalid_param(format!("Invalid launchType: {o}"))),
-    }
 }
 
 fn check_unsupported(
@@ -404,11 +382,48 @@ fn check_network(td: &TaskDefRecord, nc: &Option<Value>) -> Result<(), AwsError>
     }
 }
 
+/// The capacity a service's tasks run on: `(launchType, strategy items, fargate)`.
+struct ServiceCapacity {
+    launch_type: String,
+    strategy: Vec<Value>,
+    fargate: bool,
+}
+
+fn service_capacity(
+    launch_type: Option<&str>,
+    strategy: &[Value],
+    cluster: &crate::model::Cluster,
+) -> Result<ServiceCapacity, AwsError> {
+    Ok(match fargate::choose(launch_type, strategy, cluster)? {
+        Choice::One(cap) => ServiceCapacity {
+            launch_type: cap.launch_type().into(),
+            strategy: Vec::new(),
+            fargate: matches!(cap, Capacity::Fargate { .. }),
+        },
+        Choice::Strategy(items) => ServiceCapacity {
+            launch_type: String::new(),
+            fargate: items.iter().any(|x| x.provider.starts_with("FARGATE")),
+            strategy: items
+                .iter()
+                .map(
+                    |x| json!({"capacityProvider": x.provider, "weight": x.weight, "base": x.base}),
+                )
+                .collect(),
+        },
+    })
+}
+
+/// Checks the task definition a service runs, for its capacity (`fargate`: FARGATE's rules,
+/// with `placement` rules refused and `platform_version` checked). Returns the definition and
+/// the platform version of a FARGATE service.
 fn check_task_definition(
     s: &State,
     c: &Ctx<'_>,
     reference: &str,
-) -> Result<TaskDefRecord, AwsError> {
+    fargate: bool,
+    placement: bool,
+    platform_version: Option<&str>,
+) -> Result<(TaskDefRecord, Option<String>), AwsError> {
     let td = super::taskdefs::resolve(s, c.region, reference)?;
     if td.status != "ACTIVE" {
         return Err(client_error(format!(
@@ -416,12 +431,24 @@ fn check_task_definition(
             td.arn
         )));
     }
+    if fargate {
+        let cpu = td.spec.task_cpu_units().map(|v| v.to_string());
+        let mem = td.spec.task_memory_mib().map(|v| v.to_string());
+        let pv = fargate::check_launch(
+            &td.spec,
+            cpu.as_deref(),
+            mem.as_deref(),
+            placement,
+            platform_version,
+        )?;
+        return Ok((td, Some(pv)));
+    }
     if !td.spec.supports(crate::taskdef::model::Compatibility::Ec2) {
         return Err(client_error(
             "Task definition does not support launch_type EC2.",
         ));
     }
-    Ok(td)
+    Ok((td, None))
 }
 
 fn check_grace(g: Option<i64>) -> Result<Option<u32>, AwsError> {
@@ -445,7 +472,6 @@ pub(super) fn create(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
     let i: CreateInput = parse(input)?;
     let _ = (
         &i.client_token,
-        &i.platform_version,
         &i.availability_zone_rebalancing,
         &i.monitoring,
     );
@@ -468,7 +494,6 @@ pub(super) fn create(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
             ));
         }
     }
-    let launch_type = check_launch_type(i.launch_type.as_deref(), &i.capacity_provider_strategy)?;
     let daemon = match i.scheduling_strategy.as_deref() {
         None | Some("REPLICA") => false,
         Some("DAEMON") => true,
@@ -513,7 +538,21 @@ pub(super) fn create(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
     );
     c.control.write(Durability::Immediate, |tx| {
         let cl = active_cluster(tx.state, c.region, &cluster)?;
-        let td = check_task_definition(tx.state, c, &td_ref)?;
+        let cap = service_capacity(i.launch_type.as_deref(), &i.capacity_provider_strategy, &cl)?;
+        if cap.fargate && daemon {
+            return Err(invalid_param(
+                "The daemon scheduling strategy is not supported with the FARGATE launch type.",
+            ));
+        }
+        let placement = !i.placement_strategy.is_empty() || !i.placement_constraints.is_empty();
+        let (td, platform_version) = check_task_definition(
+            tx.state,
+            c,
+            &td_ref,
+            cap.fargate,
+            placement,
+            i.platform_version.as_deref(),
+        )?;
         check_network(&td, &i.network_configuration)?;
         let lbs = check_load_balancers(c, &tgs, &td, &i.load_balancers)?;
         if let Some(old) = find_service(tx.state, c.region, &cluster, &i.service_name) {
@@ -531,7 +570,9 @@ pub(super) fn create(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
             status: "ACTIVE".into(),
             task_definition: td.arn.clone(),
             desired_count: desired,
-            launch_type: launch_type.clone(),
+            launch_type: cap.launch_type,
+            capacity_provider_strategy: cap.strategy,
+            platform_version,
             scheduling_strategy: if daemon { "DAEMON" } else { "REPLICA" }.into(),
             maximum_percent: max,
             minimum_healthy_percent: min,
@@ -602,7 +643,6 @@ struct UpdateInput {
 pub(super) fn update(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
     let i: UpdateInput = parse(input)?;
     let _ = (
-        &i.platform_version,
         &i.availability_zone_rebalancing,
         &i.monitoring,
         &i.deployment_controller,
@@ -614,7 +654,6 @@ pub(super) fn update(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
         i.vpc_lattice_configurations.as_deref().unwrap_or_default(),
         i.gateway_connectors.as_deref().unwrap_or_default(),
     )?;
-    check_launch_type(None, &i.capacity_provider_strategy)?;
     if i.desired_count.is_some_and(|n| n < 0) {
         return Err(invalid_param("desiredCount must be at least 0"));
     }
@@ -675,10 +714,33 @@ pub(super) fn update(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
                 sv.circuit_breaker,
             )),
         )?;
-        let td = match &i.task_definition {
-            Some(r) => check_task_definition(tx.state, c, r)?,
-            None => super::taskdefs::resolve(tx.state, c.region, &sv.task_definition)?,
+        let cl = active_cluster(tx.state, c.region, &cluster)?;
+        let cap = if i.capacity_provider_strategy.is_empty() {
+            ServiceCapacity {
+                launch_type: sv.launch_type.clone(),
+                strategy: sv.capacity_provider_strategy.clone(),
+                fargate: sv.launch_type == "FARGATE"
+                    || sv.capacity_provider_strategy.iter().any(|x| {
+                        x["capacityProvider"]
+                            .as_str()
+                            .is_some_and(|p| p.starts_with("FARGATE"))
+                    }),
+            }
+        } else {
+            service_capacity(None, &i.capacity_provider_strategy, &cl)?
         };
+        let placement = !strategy.is_empty() || !constraints.is_empty();
+        let td_ref = i.task_definition.as_deref().unwrap_or(&sv.task_definition);
+        let (td, platform_version) = check_task_definition(
+            tx.state,
+            c,
+            td_ref,
+            cap.fargate,
+            placement,
+            i.platform_version
+                .as_deref()
+                .or(sv.platform_version.as_deref()),
+        )?;
         let network = i
             .network_configuration
             .clone()
@@ -709,7 +771,12 @@ pub(super) fn update(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
         let new_deployment_needed = i.force_new_deployment.unwrap_or(false)
             || td.arn != sv.task_definition
             || network != sv.network_configuration
-            || lbs != sv.load_balancers;
+            || lbs != sv.load_balancers
+            || cap.strategy != sv.capacity_provider_strategy
+            || platform_version != sv.platform_version;
+        sv.launch_type = cap.launch_type;
+        sv.capacity_provider_strategy = cap.strategy;
+        sv.platform_version = platform_version;
         if let Some(n) = i.desired_count {
             sv.desired_count = n as u32;
         }

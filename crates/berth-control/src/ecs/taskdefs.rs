@@ -39,6 +39,27 @@ pub(super) fn register(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
         if !tags.is_empty() {
             tx.set_tags(&rec.arn, tags.clone());
         }
+        if rec
+            .spec
+            .supports(crate::taskdef::model::Compatibility::Fargate)
+        {
+            // The platform's agents pull its images before a task asks for them.
+            let hosts: Vec<String> = tx
+                .state
+                .region(c.region)
+                .map(|r| {
+                    r.instances
+                        .values()
+                        .flat_map(|m| m.values())
+                        .filter(|i| super::fargate::is_platform(i) && i.status == "ACTIVE")
+                        .map(|i| i.arn.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            for h in hosts {
+                tx.touch(&h);
+            }
+        }
         Ok(json!({ "taskDefinition": rec.output(), "tags": tags_json(&tags) }))
     })
 }

@@ -1,16 +1,19 @@
 //! Tasks: RunTask and StartTask (placed by the scheduler), StopTask, DescribeTasks, ListTasks,
 //! and SubmitTaskStateChange, through which agents report every transition.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::fargate::{self, Capacity, Choice};
 use super::instances::{find, usage};
 use super::{
     active_cluster, arn_or_name, client_error, cluster_name, includes, invalid_param, new_id,
     page_params, paginate, parse, parse_tags, with_token, Ctx,
 };
 use crate::control::{now, Region, State, Tx};
-use crate::model::{Cluster, Instance, Task, TaskContainer, TaskDefRecord};
+use crate::model::{Cluster, Instance, Task, TaskContainer, TaskDefRecord, TaskEni};
 use crate::scheduler;
 use crate::store::Durability;
 use crate::taskdef::model::{NetworkMode, Tag as WireTag, TransportProtocol};
@@ -154,6 +157,48 @@ struct Launch {
     task_memory: Option<String>,
     tcp: Vec<u16>,
     udp: Vec<u16>,
+}
+
+/// What a FARGATE task adds to its launch.
+#[derive(Debug, Clone)]
+struct FargateLaunch {
+    platform_version: String,
+    ephemeral_gib: u32,
+}
+
+impl Launch {
+    /// Fargate's checks of this launch (`placement`: whether placement rules were given).
+    fn fargate(
+        &self,
+        placement: bool,
+        platform_version: Option<&str>,
+    ) -> Result<FargateLaunch, AwsError> {
+        let platform_version = fargate::check_launch(
+            &self.td.spec,
+            self.task_cpu.as_deref(),
+            self.task_memory.as_deref(),
+            placement,
+            platform_version,
+        )?;
+        Ok(FargateLaunch {
+            platform_version,
+            ephemeral_gib: fargate::ephemeral_storage(&self.td.spec, self.overrides.as_ref())?,
+        })
+    }
+
+    fn check_ec2(&self) -> Result<(), AwsError> {
+        if self
+            .td
+            .spec
+            .supports(crate::taskdef::model::Compatibility::Ec2)
+        {
+            Ok(())
+        } else {
+            Err(client_error(
+                "Task definition does not support launch_type EC2.",
+            ))
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -303,7 +348,14 @@ fn validate_launch(
     })
 }
 
-fn new_task(c: &Ctx<'_>, l: &Launch, instance_arn: &str) -> Task {
+/// A new task of `l` on `instance_arn` (a platform host for FARGATE), not yet committed.
+fn new_task(
+    c: &Ctx<'_>,
+    l: &Launch,
+    instance_arn: &str,
+    cap: &Capacity,
+    fg: Option<&FargateLaunch>,
+) -> Task {
     let id = new_id();
     let cluster = &l.cluster.name;
     let arn = c.arn(&format!("task/{cluster}/{id}"));
@@ -359,8 +411,8 @@ fn new_task(c: &Ctx<'_>, l: &Launch, instance_arn: &str) -> Task {
         family: l.td.family.clone(),
         revision: l.td.revision,
         container_instance_arn: Some(instance_arn.to_string()),
-        launch_type: "EC2".into(),
-        capacity_provider_name: None,
+        launch_type: cap.launch_type().into(),
+        capacity_provider_name: cap.provider().map(str::to_string),
         group: l.group.clone(),
         started_by: l.started_by.clone(),
         last_status: "PROVISIONING".into(),
@@ -391,7 +443,35 @@ fn new_task(c: &Ctx<'_>, l: &Launch, instance_arn: &str) -> Task {
         transitions: Vec::new(),
         service_drain_until: None,
         service_accounted: false,
+        eni: new_eni(l.network_configuration.as_ref()),
+        platform_version: fg.map(|f| f.platform_version.clone()),
+        ephemeral_storage_gib: fg.map(|f| f.ephemeral_gib),
+        stop_timeout_seconds: None,
     }
+}
+
+/// The network interface of a new awsvpc task (on its first subnet), if it is one.
+fn new_eni(nc: Option<&Value>) -> Option<TaskEni> {
+    let vpc = &nc?["awsvpcConfiguration"];
+    let subnet = vpc["subnets"].as_array()?.first()?.as_str()?.to_string();
+    let security_groups = vpc["securityGroups"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let hex = uuid::Uuid::new_v4().simple().to_string();
+    Some(TaskEni {
+        attachment_id: uuid::Uuid::new_v4().to_string(),
+        eni_id: format!("eni-{}", &hex[..17]),
+        subnet,
+        security_groups,
+        status: "PRECREATED".into(),
+        private_ipv4_address: None,
+        mac_address: None,
+    })
 }
 
 /// Tags of a new task: its own, plus the task definition's with `propagateTags`.
@@ -475,6 +555,7 @@ fn place_tasks(
     mut constraints: Vec<scheduler::PlacementConstraint>,
     instance: Option<&str>,
     seed: u64,
+    cap: &Capacity,
 ) -> Result<Option<(Vec<Task>, scheduler::Plan)>, AwsError> {
     for pc in l.td.spec.request().placement_constraints.iter().flatten() {
         if let Some(e) = &pc.expression {
@@ -495,7 +576,7 @@ fn place_tasks(
     let tasks = plan
         .placements
         .iter()
-        .map(|p| new_task(c, l, &p.instance_arn))
+        .map(|p| new_task(c, l, &p.instance_arn, cap, None))
         .collect();
     Ok(Some((tasks, plan)))
 }
@@ -519,26 +600,6 @@ pub(super) fn run(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
     let count = i.count.unwrap_or(1);
     if !(1..=10).contains(&count) {
         return Err(invalid_param("count must be between 1 and 10"));
-    }
-    match i.launch_type.as_deref() {
-        None | Some("EC2") => {}
-        Some("FARGATE") | Some("EXTERNAL") | Some("MANAGED_INSTANCES") => {
-            return Err(invalid_param(format!(
-                "launch type {} is not available in this Berth version; use EC2",
-                i.launch_type.as_deref().unwrap_or_default()
-            )))
-        }
-        Some(o) => return Err(invalid_param(format!("Invalid launchType: {o}"))),
-    }
-    if !i.capacity_provider_strategy.is_empty() {
-        if i.launch_type.is_some() {
-            return Err(invalid_param(
-                "Specifying both a launch type and capacity provider strategy is not supported. Remove one and try again.",
-            ));
-        }
-        return Err(invalid_param(
-            "capacity provider strategies are not available in this Berth version; use launchType EC2",
-        ));
     }
     let mut strategy = Vec::new();
     for s in &i.placement_strategy {
@@ -578,31 +639,101 @@ pub(super) fn run(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
             i.propagate_tags.clone(),
             i.enable_execute_command.unwrap_or(false),
         )?;
-        if !l
-            .td
-            .spec
-            .supports(crate::taskdef::model::Compatibility::Ec2)
-        {
-            return Err(client_error(
-                "Task definition does not support launch_type EC2.",
-            ));
-        }
-        let Some((tasks, plan)) = place_tasks(
-            c,
-            tx.state,
-            &l,
-            count as usize,
-            strategy.clone(),
-            constraints.clone(),
-            None,
-            seed,
-        )?
-        else {
-            return Err(invalid_param(NO_INSTANCES));
+        let groups = match fargate::choose(
+            i.launch_type.as_deref(),
+            &i.capacity_provider_strategy,
+            &l.cluster,
+        )? {
+            Choice::One(cap) => vec![(cap, count as usize)],
+            Choice::Strategy(items) => fargate::split(&items, count as usize, &BTreeMap::new())
+                .into_iter()
+                .map(|(p, n)| (fargate::provider_capacity(&p), n))
+                .collect(),
         };
+        let placement = !strategy.is_empty() || !constraints.is_empty();
+        let mut tasks = Vec::new();
+        let mut failures = Vec::new();
+        for (cap, n) in &groups {
+            let (placed, failed) = launch_group(
+                c,
+                tx.state,
+                &l,
+                cap,
+                *n,
+                LaunchRules {
+                    strategy: strategy.clone(),
+                    constraints: constraints.clone(),
+                    placement,
+                    platform_version: i.platform_version.as_deref(),
+                    instance: None,
+                    seed,
+                },
+            )?;
+            if groups.len() == 1 && placed.is_none() {
+                return Err(invalid_param(NO_INSTANCES));
+            }
+            tasks.extend(placed.unwrap_or_default());
+            failures.extend(failed);
+        }
         let out = commit_tasks(tx, &l, &tasks);
-        Ok(json!({"tasks": out, "failures": failures_json(&plan)}))
+        Ok(json!({"tasks": out, "failures": failures}))
     })
+}
+
+/// How a group of tasks is placed.
+struct LaunchRules<'a> {
+    strategy: Vec<scheduler::PlacementStrategy>,
+    constraints: Vec<scheduler::PlacementConstraint>,
+    /// Whether the caller gave placement rules (FARGATE refuses them).
+    placement: bool,
+    platform_version: Option<&'a str>,
+    /// EC2 only: the one instance to place on (a DAEMON service).
+    instance: Option<&'a str>,
+    seed: u64,
+}
+
+/// Places `n` tasks of `l` on `cap`: EC2 on the cluster's instances (`None` when the cluster
+/// has none), FARGATE on platform capacity. Returns the new tasks (not committed) and the
+/// failures.
+fn launch_group(
+    c: &Ctx<'_>,
+    s: &State,
+    l: &Launch,
+    cap: &Capacity,
+    n: usize,
+    rules: LaunchRules<'_>,
+) -> Result<(Option<Vec<Task>>, Vec<Value>), AwsError> {
+    match cap {
+        Capacity::Ec2 { .. } => {
+            l.check_ec2()?;
+            match place_tasks(
+                c,
+                s,
+                l,
+                n,
+                rules.strategy,
+                rules.constraints,
+                rules.instance,
+                rules.seed,
+                cap,
+            )? {
+                Some((tasks, plan)) => Ok((Some(tasks), failures_json(&plan))),
+                None => Ok((None, vec![json!({ "reason": NO_INSTANCES })])),
+            }
+        }
+        Capacity::Fargate { .. } => {
+            let fg = l.fargate(rules.placement, rules.platform_version)?;
+            let mut tasks = Vec::new();
+            let mut failures = Vec::new();
+            for host in fargate::place(c, s, l.memory, n) {
+                match host {
+                    Some(h) => tasks.push(new_task(c, l, &h, cap, Some(&fg))),
+                    None => failures.push(json!({ "reason": fargate::NO_CAPACITY })),
+                }
+            }
+            Ok((Some(tasks), failures))
+        }
+    }
 }
 
 pub(super) fn start(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
@@ -631,6 +762,7 @@ pub(super) fn start(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
             i.propagate_tags.clone(),
             i.enable_execute_command.unwrap_or(false),
         )?;
+        l.check_ec2()?;
         let mut tasks = Vec::new();
         let mut failures = Vec::new();
         for r in &i.container_instances {
@@ -656,7 +788,13 @@ pub(super) fn start(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
             if plan.placements.is_empty() {
                 failures.extend(failures_json(&plan));
             } else {
-                tasks.push(new_task(c, &l, &inst.arn));
+                tasks.push(new_task(
+                    c,
+                    &l,
+                    &inst.arn,
+                    &Capacity::Ec2 { provider: None },
+                    None,
+                ));
             }
         }
         let out = commit_tasks(tx, &l, &tasks);
@@ -854,6 +992,34 @@ struct SubmitInput {
     pull_started_at: Option<f64>,
     pull_stopped_at: Option<f64>,
     execution_stopped_at: Option<f64>,
+    /// Berth's extension: the address an awsvpc task got (see [`crate::proto::TaskNetwork`]).
+    task_network: Option<crate::proto::TaskNetwork>,
+}
+
+/// Records the address an awsvpc task got: its interface is ATTACHED, every container shows
+/// it in `networkInterfaces`.
+fn attach_network(t: &mut Task, net: &crate::proto::TaskNetwork) {
+    if t.eni.is_none() {
+        t.eni = new_eni(t.network_configuration.as_ref());
+    }
+    let Some(eni) = t.eni.as_mut() else {
+        return;
+    };
+    if eni.private_ipv4_address.as_deref() == Some(net.private_ipv4_address.as_str())
+        && eni.status == "ATTACHED"
+    {
+        return;
+    }
+    eni.private_ipv4_address = Some(net.private_ipv4_address.clone());
+    eni.mac_address = net.mac_address.clone();
+    eni.status = "ATTACHED".into();
+    let ni = json!([{
+        "attachmentId": eni.attachment_id,
+        "privateIpv4Address": net.private_ipv4_address,
+    }]);
+    for c in &mut t.containers {
+        c.network_interfaces = ni.as_array().cloned().unwrap_or_default();
+    }
 }
 
 /// `SubmitTaskStateChange`: an agent reports a transition of one of its tasks.
@@ -885,10 +1051,15 @@ pub(super) fn submit_state_change(c: &Ctx<'_>, input: Value) -> Result<Value, Aw
         }
     }
     c.control.write(durability, |tx| {
-        let mut t = find_task(tx.state, c.region, &cluster, &task_ref)
+        // The agent names its own cluster; a Fargate task's ARN names the task's.
+        let (cluster, id) = fargate::task_ref(&cluster, &task_ref);
+        let mut t = find_task(tx.state, c.region, cluster, id)
             .ok_or_else(|| invalid_param("The referenced task was not found."))?;
         if t.is_stopped() {
             return Ok(json!({"acknowledgment": "ACK"}));
+        }
+        if let Some(net) = &i.task_network {
+            attach_network(&mut t, net);
         }
         let t_now = now();
         for ch in &i.containers {
@@ -1039,21 +1210,60 @@ pub(crate) fn launch_service_tasks(
     }
     let (strategy, constraints) =
         placement_rules(&sv.placement_strategy, &sv.placement_constraints)?;
-    let Some((tasks, plan)) = place_tasks(
-        c,
-        tx.state,
-        &l,
-        count,
-        strategy,
-        constraints,
-        instance,
-        rand::random(),
-    )?
-    else {
-        return Ok((Vec::new(), vec![json!({ "reason": NO_INSTANCES })]));
+    let groups: Vec<(Capacity, usize)> = if sv.capacity_provider_strategy.is_empty() {
+        let cap = if sv.launch_type == "FARGATE" {
+            Capacity::Fargate { provider: None }
+        } else {
+            Capacity::Ec2 { provider: None }
+        };
+        vec![(cap, count)]
+    } else {
+        let items = fargate::parse_strategy(&sv.capacity_provider_strategy, &l.cluster)?;
+        // The strategy's base and weights hold over the deployment's live tasks.
+        let mut existing: BTreeMap<String, usize> = BTreeMap::new();
+        for t in tx
+            .state
+            .region(c.region)
+            .and_then(|r| r.tasks.get(&sv.cluster))
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter(|t| {
+                !t.is_stopped() && t.desired_status == "RUNNING" && t.started_by == l.started_by
+            })
+        {
+            if let Some(p) = &t.capacity_provider_name {
+                *existing.entry(p.clone()).or_default() += 1;
+            }
+        }
+        let total = existing.values().sum::<usize>() + count;
+        fargate::split(&items, total, &existing)
+            .into_iter()
+            .map(|(p, n)| (fargate::provider_capacity(&p), n))
+            .collect()
     };
+    let mut tasks = Vec::new();
+    let mut failures = Vec::new();
+    for (cap, n) in &groups {
+        let (placed, failed) = launch_group(
+            c,
+            tx.state,
+            &l,
+            cap,
+            *n,
+            LaunchRules {
+                strategy: strategy.clone(),
+                constraints: constraints.clone(),
+                placement: false,
+                platform_version: sv.platform_version.as_deref(),
+                instance,
+                seed: rand::random(),
+            },
+        )?;
+        tasks.extend(placed.unwrap_or_default());
+        failures.extend(failed);
+    }
     commit_tasks(tx, &l, &tasks);
-    Ok((tasks, failures_json(&plan)))
+    Ok((tasks, failures))
 }
 
 /// Asks a task to stop (desired STOPPED) with `reason` and `code`; a task no agent has yet

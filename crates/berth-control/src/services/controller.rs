@@ -492,11 +492,14 @@ fn decide(
             .first()
             .is_some_and(|d| d.rollout_state == "FAILED");
         let in_primary = |t: &Task| primary_id.is_some() && t.started_by == primary_id;
+        // Fargate tasks run on Berth's platform capacity, never on a draining instance of
+        // the user's.
         let on_active_instance = |t: &Task| {
-            t.container_instance_arn
-                .as_ref()
-                .and_then(|a| instances.get(a))
-                .is_some_and(|i| i.status == "ACTIVE")
+            t.launch_type == "FARGATE"
+                || t.container_instance_arn
+                    .as_ref()
+                    .and_then(|a| instances.get(a))
+                    .is_some_and(|i| i.status == "ACTIVE")
         };
         let scale_reason = |d: &Option<String>| match d {
             Some(id) => format!("Scaling activity initiated by (deployment {id})"),

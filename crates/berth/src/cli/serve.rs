@@ -156,6 +156,7 @@ pub fn aws_endpoint_with(
     if let Some(c) = control {
         apis.push(berth_control::ecs::ecs_api(c, lb));
         apis.push(berth_control::agent_api::agent_api(c));
+        apis.push(berth_control::ecs::fargate_api(c));
     }
     let mut keys = StaticKeys::new();
     keys.insert(creds);
