@@ -173,16 +173,18 @@ pub fn split(
             placed += 1;
         }
     }
-    // Then by weight: each task to the provider furthest below its share.
+    // Then by weight (base tasks do not count): each task to the provider furthest below
+    // its share.
     while placed < total {
+        let beyond = |i: usize| counts[i].saturating_sub(strategy[i].base as usize) as u64;
         let pick = strategy
             .iter()
             .enumerate()
             .filter(|(_, s)| s.weight > 0)
             .min_by(|(a, sa), (b, sb)| {
-                // (counts+1)/weight, compared without division.
-                let l = (counts[*a] as u64 + 1) * u64::from(sb.weight);
-                let r = (counts[*b] as u64 + 1) * u64::from(sa.weight);
+                // (beyond+1)/weight, compared without division.
+                let l = (beyond(*a) + 1) * u64::from(sb.weight);
+                let r = (beyond(*b) + 1) * u64::from(sa.weight);
                 l.cmp(&r).then(a.cmp(b))
             })
             .map(|(i, _)| i);
@@ -476,3 +478,6 @@ pub fn reclaim_spot(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
         Ok(json!({ "tasks": out }))
     })
 }
+
+#[cfg(test)]
+mod tests;

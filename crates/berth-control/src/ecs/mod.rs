@@ -116,18 +116,23 @@ impl JsonApi for EcsApi {
                 lb: lb.as_deref(),
             };
             if fargate {
-                match op.as_str() {
-                    "ReclaimSpotCapacity" => fargate::reclaim_spot(&c, input),
-                    other => Err(AwsError::unknown_operation(format!(
-                        "operation {other} is not one of Berth's Fargate operations"
-                    ))),
-                }
+                dispatch_fargate(&c, &op, input)
             } else {
                 dispatch(&c, &op, input)
             }
         })
         .await
         .map_err(|e| AwsError::server("ServerException", format!("request failed: {e}")))?
+    }
+}
+
+/// Berth's Fargate operations ([`FARGATE_TARGET_PREFIX`]).
+pub(crate) fn dispatch_fargate(c: &Ctx<'_>, op: &str, input: Value) -> Result<Value, AwsError> {
+    match op {
+        "ReclaimSpotCapacity" => fargate::reclaim_spot(c, input),
+        other => Err(AwsError::unknown_operation(format!(
+            "operation {other} is not one of Berth's Fargate operations"
+        ))),
     }
 }
 
@@ -346,4 +351,4 @@ pub(crate) fn includes(include: &Option<Vec<String>>, what: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

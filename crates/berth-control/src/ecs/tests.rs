@@ -8,14 +8,14 @@ use super::{dispatch, Ctx};
 use crate::control::{Control, ControlConfig};
 use crate::store::RedbStore;
 
-struct T {
+pub(crate) struct T {
     _dir: tempfile::TempDir,
     path: std::path::PathBuf,
-    control: Arc<Control>,
+    pub(crate) control: Arc<Control>,
 }
 
 impl T {
-    fn new() -> T {
+    pub(crate) fn new() -> T {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("state.redb");
         let control = open(&path);
@@ -26,7 +26,7 @@ impl T {
         }
     }
 
-    fn call(&self, op: &str, input: Value) -> Result<Value, berth_aws::AwsError> {
+    pub(crate) fn call(&self, op: &str, input: Value) -> Result<Value, berth_aws::AwsError> {
         let c = Ctx {
             control: &self.control,
             region: "us-east-1",
@@ -36,12 +36,26 @@ impl T {
         dispatch(&c, op, input)
     }
 
-    fn ok(&self, op: &str, input: Value) -> Value {
+    pub(crate) fn call_fargate(
+        &self,
+        op: &str,
+        input: Value,
+    ) -> Result<Value, berth_aws::AwsError> {
+        let c = Ctx {
+            control: &self.control,
+            region: "us-east-1",
+            account: "123456789012",
+            lb: None,
+        };
+        super::dispatch_fargate(&c, op, input)
+    }
+
+    pub(crate) fn ok(&self, op: &str, input: Value) -> Value {
         self.call(op, input)
             .unwrap_or_else(|e| panic!("{op} failed: {e}"))
     }
 
-    fn err(&self, op: &str, input: Value, code: &str) -> String {
+    pub(crate) fn err(&self, op: &str, input: Value, code: &str) -> String {
         match self.call(op, input) {
             Ok(v) => panic!("{op} succeeded, expected {code}: {v}"),
             Err(e) => {
@@ -68,7 +82,7 @@ fn open(path: &std::path::Path) -> Arc<Control> {
     Control::open(store, ControlConfig::default()).expect("open")
 }
 
-fn register_instance(t: &T, cluster: &str, memory: i64) -> String {
+pub(crate) fn register_instance(t: &T, cluster: &str, memory: i64) -> String {
     let v = t.ok(
         "RegisterContainerInstance",
         json!({
