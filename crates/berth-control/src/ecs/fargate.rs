@@ -317,7 +317,7 @@ pub fn is_platform(i: &Instance) -> bool {
 }
 
 /// Every platform host of the region that can take tasks now.
-pub fn platform_hosts<'a>(
+pub(crate) fn platform_hosts<'a>(
     c: &Ctx<'_>,
     r: &'a Region,
 ) -> impl Iterator<Item = &'a Instance> + use<'a> {
@@ -336,7 +336,7 @@ pub fn platform_hosts<'a>(
 
 /// Picks a platform host for each of `count` tasks needing `memory` MiB: the one with the most
 /// memory left (spreading), or `None` for a task no host has room for.
-pub fn place(c: &Ctx<'_>, s: &State, memory: i64, count: usize) -> Vec<Option<String>> {
+pub(crate) fn place(c: &Ctx<'_>, s: &State, memory: i64, count: usize) -> Vec<Option<String>> {
     let Some(r) = s.region(c.region) else {
         return vec![None; count];
     };
@@ -431,7 +431,7 @@ struct ReclaimInput {
 /// tasks of a cluster — the named `tasks`, or `count` of them (default all), oldest first.
 /// They get SIGTERM now and SIGKILL after `noticeSeconds` (default 120), stop code
 /// `SpotInterruption`. Returns `{"tasks": [arn...]}`.
-pub fn reclaim_spot(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
+pub(crate) fn reclaim_spot(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
     let i: ReclaimInput = parse(input)?;
     let cluster = super::cluster_name(i.cluster.as_deref());
     let notice = i.notice_seconds.unwrap_or(DEFAULT_SPOT_NOTICE_SECONDS);

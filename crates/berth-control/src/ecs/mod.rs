@@ -14,7 +14,7 @@
 //! - `tags`: resource tags of every kind of resource.
 
 pub mod clusters;
-pub(crate) mod fargate;
+pub mod fargate;
 pub(crate) mod instances;
 pub(crate) mod services;
 mod tags;

@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// Run the control plane and registry only, without a local agent.
     #[arg(long)]
     pub no_agent: bool,
+    /// The local agent runs EC2 tasks of its cluster only, not Fargate tasks (by default it
+    /// is also this host's Fargate platform capacity: attribute `berth.platform`).
+    #[arg(long)]
+    pub no_platform: bool,
     /// The local agent's engine root (default: <data>/engine).
     #[arg(long)]
     pub engine_root: Option<PathBuf>,
@@ -275,6 +279,12 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         cfg.engine_root = a.engine_root.clone().unwrap_or_else(|| data.join("engine"));
         cfg.region = a.region.clone();
         cfg.task_cleanup_wait = Duration::from_secs(a.task_cleanup_wait);
+        if !a.no_platform {
+            cfg.attributes.push((
+                berth_control::ecs::fargate::PLATFORM_ATTRIBUTE.into(),
+                Some("true".into()),
+            ));
+        }
         eprintln!(
             "berth: local agent joins cluster {} (engine root {})",
             a.cluster,
