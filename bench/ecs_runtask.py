@@ -15,6 +15,13 @@ At most BATCH tasks run at once:
 At the end every task is stopped and the script waits (bounded) until ListTasks
 desiredStatus=RUNNING is empty, every task is STOPPED and `berth ps -aq` is empty.
 
+--fargate: the task definition is FARGATE (awsvpc, task cpu 256 / memory 512) and every
+RunTask has launchType FARGATE with a subnet (the task runs on Berth's platform capacity, in its
+own network namespace with its own address). --cold-images IMG,...: afterwards, for each image
+(in the registry, never on this host): register a task definition of it and RunTask at once,
+RUNNING within 300 s (the pull of a big image; with --fargate the platform agents' pre-pull on
+registration races the task's own pull, as it would for a user).
+
 Writes the raw samples and summary figures as JSON (--out) and prints a table.
 Exit status 1 when a task failed to reach RUNNING, or something was left behind.
 """
@@ -73,6 +80,7 @@ class Bench:
         self.running = []  # ARNs started and not yet stopped, oldest first
         self.all = []  # every ARN this run started
         self.failures = []
+        self.cold = []
 
     def engine_ps(self):
         env = dict(os.environ, BERTH_ROOT=self.engine_root, RUST_LOG="error")
@@ -94,29 +102,41 @@ class Bench:
                 raise SystemExit(f"the local agent did not register within 30 s: {last}")
             time.sleep(0.1)
 
-    def register(self):
-        td = self.ecs.register_task_definition(
-            family=self.a.family,
-            networkMode="none",
-            containerDefinitions=[{
-                "name": "bench",
-                "image": self.a.image,
-                "memory": 16,
-                "essential": True,
-                "command": ["sleep", "3600"],
-                "stopTimeout": 1,
-            }],
-        )
+    def register(self, image=None, family=None):
+        container = {
+            "name": "bench",
+            "image": image or self.a.image,
+            "essential": True,
+            "command": ["sleep", "3600"],
+            "stopTimeout": 1,
+        }
+        if self.a.fargate:
+            td = self.ecs.register_task_definition(
+                family=family or self.a.family, networkMode="awsvpc",
+                requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+                containerDefinitions=[container])
+        else:
+            container["memory"] = 16
+            td = self.ecs.register_task_definition(
+                family=family or self.a.family, networkMode="none",
+                containerDefinitions=[container])
         return td["taskDefinition"]["taskDefinitionArn"]
 
-    def one(self, td):
+    def run_task(self, td):
+        if self.a.fargate:
+            return self.ecs.run_task(
+                cluster=self.a.cluster, taskDefinition=td, count=1, launchType="FARGATE",
+                networkConfiguration={"awsvpcConfiguration": {"subnets": ["subnet-bench"]}})
+        return self.ecs.run_task(cluster=self.a.cluster, taskDefinition=td, count=1)
+
+    def one(self, td, timeout=TIMEOUT):
         """Runs one task and waits for RUNNING; returns a sample dict."""
         poll = self.a.poll / 1000.0
         before = len(self.running)
         wall0 = time.time()
         cpu0 = time.process_time()
         t0 = time.perf_counter()
-        r = self.ecs.run_task(cluster=self.a.cluster, taskDefinition=td, count=1)
+        r = self.run_task(td)
         t_call = time.perf_counter()
         if r.get("failures") or not r.get("tasks"):
             return {"ok": False, "why": f"RunTask failures: {r.get('failures')}"}
@@ -137,8 +157,8 @@ class Bench:
                 return {"ok": False, "arn": arn,
                         "why": f"{st} before RUNNING: {d.get('stoppedReason')} "
                                f"{[c.get('reason') for c in d.get('containers', [])]}"}
-            if time.perf_counter() - t0 > TIMEOUT:
-                return {"ok": False, "arn": arn, "why": f"not RUNNING after {TIMEOUT:.0f} s (lastStatus {st})"}
+            if time.perf_counter() - t0 > timeout:
+                return {"ok": False, "arn": arn, "why": f"not RUNNING after {timeout:.0f} s (lastStatus {st})"}
             time.sleep(poll)
         c, ps, pe, s = (d.get("createdAt"), d.get("pullStartedAt"), d.get("pullStoppedAt"),
                         d.get("startedAt"))
@@ -227,6 +247,25 @@ class Bench:
             if (i + 1) % 20 == 0:
                 ok = [x["latency_ms"] for x in samples if x["ok"]]
                 log(f"{i + 1}/{a.runs} tasks, p50 so far {pct(ok, 50):.1f} ms")
+        cold = []
+        for n, img in enumerate(x for x in a.cold_images.split(",") if x):
+            t0 = time.perf_counter()
+            td = self.register(image=img, family=f"{a.family}-cold{n}")
+            s = self.one(td, timeout=300.0)
+            s["register_ms"] = (time.perf_counter() - t0) * 1000.0 - s.get("latency_ms", 0.0)
+            s["image"] = img
+            cold.append(s)
+            if not s["ok"]:
+                self.failures.append(s["why"])
+                log(f"cold task {n + 1} failed: {s['why']}")
+            else:
+                log(f"cold image {n + 1}: RUNNING after {s['latency_ms']:.0f} ms "
+                    f"(pull {s['pull_ms']:.0f} ms)")
+            self.stop(list(self.running))
+            why = self.wait_quiet(list(self.all), 120)
+            if why:
+                quiet_errors.append(why)
+        self.cold = cold
         # final clean-up: every task stopped, nothing desired RUNNING, the engine empty
         self.stop(list(self.running))
         leftover = self.wait_quiet(list(self.all), 120)
@@ -282,6 +321,8 @@ def main():
     p.add_argument("--stop", choices=["batch", "rolling"], default="batch")
     p.add_argument("--poll", type=float, default=2.0, help="ms between DescribeTasks calls")
     p.add_argument("--out", required=True, help="JSON results")
+    p.add_argument("--fargate", action="store_true", help="FARGATE tasks (awsvpc, 256/512)")
+    p.add_argument("--cold-images", default="", help="comma-separated images not on the host")
     a = p.parse_args()
     # Die of SIGINT/SIGTERM (no traceback, no clean-up here): bench/ecs sees the signal and
     # cleans up the server and its containers itself.
@@ -293,7 +334,8 @@ def main():
     ok = [s for s in samples if s["ok"]]
     res = {"runs": a.runs, "ok": len(ok), "stop": a.stop, "batch": a.batch, "poll_ms": a.poll,
            "warmup": warm, "samples": samples, "summary": summ, "failures": b.failures,
-           "quiet_errors": quiet_errors, "leftover": leftover}
+           "quiet_errors": quiet_errors, "leftover": leftover, "cold": b.cold,
+           "cold_ms": [c["latency_ms"] for c in b.cold if c["ok"]]}
     with open(a.out, "w") as f:
         json.dump(res, f, indent=1, default=str)
 
@@ -316,6 +358,12 @@ def main():
             f"{k}: {pct([s['latency_ms'] for s in v], 50):.0f}/"
             f"{pct([s['pull_stopped_to_started_ms'] for s in v if s['pull_stopped_to_started_ms'] is not None], 50):.0f}"
             for k, v in sorted(by.items())))
+    for c in b.cold:
+        if c["ok"]:
+            print(f"image not on the host ({c['image']}): register + RunTask -> RUNNING "
+                  f"{c['latency_ms'] + c['register_ms']:.0f} ms (RunTask -> RUNNING {c['latency_ms']:.0f}: "
+                  f"to agent {c['created_to_pull_started_ms']:.0f}, pull {c['pull_ms']:.0f}, "
+                  f"start {c['pull_stopped_to_started_ms']:.0f})")
     slow = sorted(ok, key=lambda s: -s["latency_ms"])[:3]
     if slow:
         print("slowest: " + "; ".join(
