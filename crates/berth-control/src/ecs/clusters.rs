@@ -188,6 +188,27 @@ pub(crate) fn cluster_output(s: &State, region: &str, cl: &Cluster, with_tags: b
             }
         }
     }
+    // (active, draining) services by EC2 / Fargate.
+    let mut services = [[0usize; 2]; 2];
+    for sv in r
+        .and_then(|r| r.services.get(&cl.name))
+        .into_iter()
+        .flat_map(|m| m.values())
+    {
+        let fargate = usize::from(
+            sv.launch_type == "FARGATE"
+                || sv.capacity_provider_strategy.iter().any(|x| {
+                    x["capacityProvider"]
+                        .as_str()
+                        .is_some_and(|p| p.starts_with("FARGATE"))
+                }),
+        );
+        match sv.status.as_str() {
+            "ACTIVE" => services[fargate][0] += 1,
+            "DRAINING" => services[fargate][1] += 1,
+            _ => {}
+        }
+    }
     let mut v = json!({
         "clusterArn": cl.arn,
         "clusterName": cl.name,
@@ -195,16 +216,16 @@ pub(crate) fn cluster_output(s: &State, region: &str, cl: &Cluster, with_tags: b
         "registeredContainerInstancesCount": instances,
         "runningTasksCount": running,
         "pendingTasksCount": pending,
-        "activeServicesCount": 0,
+        "activeServicesCount": services[0][0] + services[1][0],
         "statistics": [
             {"name": "runningEC2TasksCount", "value": ec2_running.to_string()},
             {"name": "runningFargateTasksCount", "value": fg_running.to_string()},
             {"name": "pendingEC2TasksCount", "value": ec2_pending.to_string()},
             {"name": "pendingFargateTasksCount", "value": fg_pending.to_string()},
-            {"name": "activeEC2ServiceCount", "value": "0"},
-            {"name": "activeFargateServiceCount", "value": "0"},
-            {"name": "drainingEC2ServiceCount", "value": "0"},
-            {"name": "drainingFargateServiceCount", "value": "0"},
+            {"name": "activeEC2ServiceCount", "value": services[0][0].to_string()},
+            {"name": "activeFargateServiceCount", "value": services[1][0].to_string()},
+            {"name": "drainingEC2ServiceCount", "value": services[0][1].to_string()},
+            {"name": "drainingFargateServiceCount", "value": services[1][1].to_string()},
         ],
         "settings": cl.settings,
         "capacityProviders": cl.capacity_providers,

@@ -387,3 +387,81 @@ fn platform_agents_get_fargate_images_to_prepull() {
     let (after, _) = t.control.watch(&host);
     assert!(after > before, "{before} → {after}");
 }
+
+#[test]
+fn fargate_services_are_recorded_counted_and_validated() {
+    let t = T::new();
+    t.ok("CreateCluster", json!({"clusterName": "default"}));
+    let td = fargate_td(&t, "api", "256", "512");
+    let base = json!({"serviceName": "api", "taskDefinition": td, "desiredCount": 2,
+                      "launchType": "FARGATE", "networkConfiguration": vpc("subnet-a")});
+    let with = |k: &str, v: Value| {
+        let mut b = base.clone();
+        b[k] = v;
+        b
+    };
+    for (input, msg) in [
+        (
+            with("schedulingStrategy", json!("DAEMON")),
+            "daemon scheduling strategy is not supported with the FARGATE",
+        ),
+        (
+            with(
+                "placementStrategy",
+                json!([{"type": "spread", "field": "instanceId"}]),
+            ),
+            "not supported with launch type FARGATE",
+        ),
+        (
+            with("platformVersion", json!("0.9")),
+            "platform does not exist",
+        ),
+    ] {
+        let input = if msg.contains("daemon") {
+            let mut i = input;
+            i.as_object_mut().map(|o| o.remove("desiredCount"));
+            i
+        } else {
+            input
+        };
+        let e = t.call("CreateService", input.clone()).expect_err("refused");
+        assert!(e.message.contains(msg), "{input}: {e}");
+    }
+    let sv = t.ok("CreateService", base.clone())["service"].clone();
+    assert_eq!(sv["launchType"], "FARGATE");
+    assert_eq!(sv["platformVersion"], "1.4.0");
+    assert_eq!(sv["deployments"][0]["launchType"], "FARGATE");
+    let d = t.ok("DescribeClusters", json!({"clusters": ["default"]}));
+    let stats: BTreeMap<String, String> = d["clusters"][0]["statistics"]
+        .as_array()
+        .expect("statistics")
+        .iter()
+        .map(|x| {
+            (
+                x["name"].as_str().unwrap_or_default().to_string(),
+                x["value"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(d["clusters"][0]["activeServicesCount"], 1);
+    assert_eq!(stats["activeFargateServiceCount"], "1");
+    assert_eq!(stats["activeEC2ServiceCount"], "0");
+    // Moving it to a Spot strategy records the strategy and starts a new deployment.
+    t.ok(
+        "PutClusterCapacityProviders",
+        json!({"cluster": "default", "capacityProviders": ["FARGATE", "FARGATE_SPOT"],
+               "defaultCapacityProviderStrategy": []}),
+    );
+    let sv = t.ok(
+        "UpdateService",
+        json!({"service": "api", "capacityProviderStrategy": [
+            {"capacityProvider": "FARGATE_SPOT", "weight": 1}]}),
+    )["service"]
+        .clone();
+    assert!(sv.get("launchType").is_none(), "{sv}");
+    assert_eq!(
+        sv["capacityProviderStrategy"],
+        json!([{"capacityProvider": "FARGATE_SPOT", "weight": 1, "base": 0}])
+    );
+    assert_eq!(sv["deployments"].as_array().map(Vec::len), Some(2));
+}
