@@ -11,7 +11,8 @@ carry a `__type` the operation's model lists, with a message. Covers clusters (t
 statistics, pagination, capacity providers), task definitions (a rich registration, listing,
 deregistration, deletion), the local agent's container instance (attributes, draining), and a
 real task of `--image` (default `<registry>/bb:1`, a busybox image with `sleep`) from RunTask
-through the tasks_running and tasks_stopped waiters; resource tags; error cases.
+through the tasks_running and tasks_stopped waiters; resource tags; error cases; a FARGATE task
+(ENI attachment with its address, platform capacity not listed as the user's instances).
 
 Prints a JSON summary line `{"validated": [...], ...}` last; exits 1 on the first failure.
 """
@@ -573,6 +574,45 @@ def main():
     _, doc = ecs.call("ListServices", cluster=cluster)
     check(doc["serviceArns"] == [], f"ListServices after delete {doc}")
     ecs.error("UpdateService", "ServiceNotActiveException", cluster=cluster, service=sv1, desiredCount=1)
+
+    # ---- Fargate: a task of cluster c1 on the platform capacity of the local agent -----------
+    _, doc = ecs.call("RegisterTaskDefinition", family=f"boto-{sfx}-fg", networkMode="awsvpc",
+                      requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
+                      containerDefinitions=[{"name": "s", "image": image, "command": ["sleep", "3600"],
+                                             "stopTimeout": 1}])
+    fg_td = doc["taskDefinition"]["taskDefinitionArn"]
+    check(doc["taskDefinition"]["compatibilities"] == ["EC2", "FARGATE"], f"compatibilities {doc}")
+    vpc = {"awsvpcConfiguration": {"subnets": [f"subnet-{sfx}"], "securityGroups": ["sg-1"]}}
+    ecs.error("RunTask", "InvalidParameterException", cluster=c1, taskDefinition=fg_td, launchType="FARGATE")
+    ecs.error("RunTask", "ClientException", cluster=c1, taskDefinition=fg_td, launchType="FARGATE",
+              networkConfiguration=vpc, overrides={"cpu": "256", "memory": "3072"})
+    ecs.error("RunTask", "PlatformUnknownException", cluster=c1, taskDefinition=fg_td, launchType="FARGATE",
+              networkConfiguration=vpc, platformVersion="0.1.0")
+    _, doc = ecs.call("RunTask", cluster=c1, taskDefinition=fg_td, launchType="FARGATE",
+                      networkConfiguration=vpc, platformVersion="LATEST")
+    check(doc["failures"] == [] and len(doc["tasks"]) == 1, f"RunTask FARGATE {doc}")
+    fg = doc["tasks"][0]
+    check(fg["launchType"] == "FARGATE" and "containerInstanceArn" not in fg, f"FARGATE task {fg}")
+    check(fg["platformVersion"] == "1.4.0" and fg["ephemeralStorage"] == {"sizeInGiB": 20}, f"FARGATE task {fg}")
+    ecs.waiter("tasks_running", cluster=c1, tasks=[fg["taskArn"]])
+    _, doc = ecs.call("DescribeTasks", cluster=c1, tasks=[fg["taskArn"]])
+    fg = doc["tasks"][0]
+    att = fg["attachments"][0]
+    details = {d["name"]: d["value"] for d in att["details"]}
+    check(att["type"] == "ElasticNetworkInterface" and att["status"] == "ATTACHED", f"ENI {att}")
+    check(details["subnetId"] == f"subnet-{sfx}" and details["networkInterfaceId"].startswith("eni-"), f"ENI {att}")
+    check(re.fullmatch(r"\d+\.\d+\.\d+\.\d+", details.get("privateIPv4Address", "")), f"ENI address {att}")
+    check(fg["containers"][0]["networkInterfaces"] == [
+        {"attachmentId": att["id"], "privateIpv4Address": details["privateIPv4Address"]}], f"networkInterfaces {fg}")
+    _, doc = ecs.call("ListContainerInstances", cluster=c1)
+    check(doc["containerInstanceArns"] == [], f"Fargate capacity is not the user's: {doc}")
+    _, doc = ecs.call("ListTasks", cluster=c1, launchType="FARGATE")
+    check(doc["taskArns"] == [fg["taskArn"]], f"ListTasks launchType FARGATE {doc}")
+    ecs.call("StopTask", cluster=c1, task=fg["taskArn"])
+    ecs.waiter("tasks_stopped", cluster=c1, tasks=[fg["taskArn"]])
+    _, doc = ecs.call("DescribeTasks", cluster=c1, tasks=[fg["taskArn"]])
+    check(doc["tasks"][0]["attachments"][0]["status"] == "DELETED", f"ENI after the stop {doc}")
+    ecs.call("DeregisterTaskDefinition", taskDefinition=fg_td)
 
     # ---- clean up ----------------------------------------------------------------------------
     for name in (c1, c2):
