@@ -944,6 +944,17 @@ fn create_listener(w: &mut World, p: &Node<'_>) -> Result<String, AwsError> {
     let r = w.regions.get(&w.region).cloned().unwrap_or_default();
     let lb = find_lb(&r, lb_arn)?.clone();
     let actions = input::actions(p, "DefaultActions", &r, &lb.arn, &r)?;
+    // AWS's idempotency: the same settings on the same load balancer answer with the listener.
+    if let Some(same) = r.listeners.values().find(|l| {
+        l.load_balancer_arn == lb.arn
+            && l.port == port
+            && l.protocol == protocol
+            && l.default_actions == actions
+    }) {
+        let mut out = XmlWriter::new();
+        out.list("Listeners", [same], output::listener);
+        return Ok(out.finish());
+    }
     check_port_free(w, port, &lb.arn, None)?;
     if r.listeners
         .values()

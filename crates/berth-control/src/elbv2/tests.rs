@@ -682,6 +682,22 @@ async fn listeners_rules_priorities_and_config() {
     assert!(t.records().listeners.is_empty());
     let l = t.listener(&lb, "8081", &tg).await;
     assert!(l.contains(":listener/app/web/"), "{l}");
+    // The same settings again: the same listener (AWS's idempotency), nothing new stored.
+    let again = t
+        .ok(
+            "CreateListener",
+            &[
+                ("LoadBalancerArn", &lb),
+                ("Protocol", "HTTP"),
+                ("Port", "8081"),
+                ("DefaultActions.member.1.Type", "forward"),
+                ("DefaultActions.member.1.TargetGroupArn", &tg),
+            ],
+        )
+        .await;
+    assert!(again.contains(&l), "{again}");
+    assert_eq!(t.records().listeners.len(), 1);
+    // Other settings on a port in use: DuplicateListener.
     t.err(
         "CreateListener",
         &[
@@ -689,7 +705,7 @@ async fn listeners_rules_priorities_and_config() {
             ("Protocol", "HTTP"),
             ("Port", "8081"),
             ("DefaultActions.member.1.Type", "forward"),
-            ("DefaultActions.member.1.TargetGroupArn", &tg),
+            ("DefaultActions.member.1.TargetGroupArn", &tg2),
         ],
         "DuplicateListener",
     )
