@@ -183,6 +183,10 @@ pub struct Task {
     /// Its service has counted this task's stop (failed tasks, replacement events).
     #[serde(default)]
     pub service_accounted: bool,
+    /// StopTask of a service task behind a load balancer (the reason): its service drains it
+    /// out of its target groups before it stops (desiredStatus shows STOPPED meanwhile).
+    #[serde(default)]
+    pub stop_requested: Option<String>,
     /// An awsvpc task's network interface (shown as its ElasticNetworkInterface attachment).
     #[serde(default)]
     pub eni: Option<TaskEni>,
@@ -272,8 +276,26 @@ impl Task {
             overrides["inferenceAcceleratorOverrides"] = json!([]);
         }
         m.insert("overrides".into(), overrides);
-        m.insert("lastStatus".into(), self.last_status.clone().into());
-        m.insert("desiredStatus".into(), self.desired_status.clone().into());
+        // Leaving through its service's draining: ECS shows it stopping (DEACTIVATING while
+        // its targets drain); our agent keeps it running until the drain is over.
+        let leaving = self.desired_status == "RUNNING"
+            && (self.stop_requested.is_some() || self.service_drain_until.is_some());
+        let last = if leaving && self.service_drain_until.is_some() && self.last_status == "RUNNING"
+        {
+            "DEACTIVATING"
+        } else {
+            &self.last_status
+        };
+        m.insert("lastStatus".into(), last.into());
+        m.insert(
+            "desiredStatus".into(),
+            if leaving {
+                "STOPPED"
+            } else {
+                &self.desired_status
+            }
+            .into(),
+        );
         if let Some(c) = &self.cpu {
             m.insert("cpu".into(), c.clone().into());
         }

@@ -443,6 +443,7 @@ fn new_task(
         transitions: Vec::new(),
         service_drain_until: None,
         service_accounted: false,
+        stop_requested: None,
         eni: new_eni(l.network_configuration.as_ref()),
         platform_version: fg.map(|f| f.platform_version.clone()),
         ephemeral_storage_gib: fg.map(|f| f.ephemeral_gib),
@@ -830,7 +831,22 @@ pub(super) fn stop(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
         let mut t = find_task(tx.state, c.region, &cluster, &i.task)
             .ok_or_else(|| invalid_param("The referenced task was not found."))?;
         let reason = i.reason.as_deref().unwrap_or("Task stopped by user");
-        if request_stop(&mut t, reason, "UserInitiated") {
+        let behind_lb = t
+            .group
+            .strip_prefix("service:")
+            .and_then(|name| super::services::find_service(tx.state, c.region, &cluster, name))
+            .is_some_and(|sv| sv.status == "ACTIVE" && !sv.load_balancers.is_empty());
+        if behind_lb
+            && t.last_status == "RUNNING"
+            && t.desired_status == "RUNNING"
+            && t.stop_requested.is_none()
+            && t.service_drain_until.is_none()
+        {
+            // Its service takes it out of the target groups first (deregistration delay).
+            t.stop_requested = Some(reason.to_string());
+            t.stop_code = Some("UserInitiated".into());
+            tx.put_task(t.clone());
+        } else if request_stop(&mut t, reason, "UserInitiated") {
             tx.put_task(t.clone());
         }
         let tags = tx.state.tags.get(&t.arn).cloned().unwrap_or_default();

@@ -212,6 +212,14 @@ impl Controller {
     }
 }
 
+/// The stop code of a task the service stops: UserInitiated when a StopTask asked for it.
+fn stop_code(t: &Task) -> String {
+    match (&t.stop_requested, &t.stop_code) {
+        (Some(_), Some(code)) => code.clone(),
+        _ => "ServiceSchedulerInitiated".into(),
+    }
+}
+
 /// The targets of `t` in the service's target groups (those it can have yet: a bridge task
 /// needs its host port binding, an awsvpc task its address).
 fn task_targets(
@@ -408,13 +416,25 @@ fn decide(
                         .stopped_reason
                         .clone()
                         .unwrap_or_else(|| format!("Scaling activity initiated by (service {})", svc_name));
-                    request_stop(&mut t2, &reason, "ServiceSchedulerInitiated");
+                    let code = stop_code(&t2);
+                    request_stop(&mut t2, &reason, &code);
                     sv.event(format!(
                         "(service {}) has stopped 1 running tasks: (task {}).",
                         svc_name, t.id
                     ));
                     changed_tasks.insert(t2.id.clone(), t2);
                 }
+                continue;
+            }
+            if let Some(reason) = &t.stop_requested {
+                // StopTask of a task behind a load balancer: drained first, like any removal.
+                removals.push((
+                    t.id.clone(),
+                    Removal {
+                        reason: reason.clone(),
+                        failed: false,
+                    },
+                ));
                 continue;
             }
             let running = t.last_status == "RUNNING";
@@ -658,7 +678,8 @@ fn decide(
                 for k in &registered {
                     actions.deregister(k);
                 }
-                request_stop(&mut t2, &r.reason, "ServiceSchedulerInitiated");
+                let code = stop_code(&t2);
+                request_stop(&mut t2, &r.reason, &code);
                 stopped_ids.push(id.clone());
             } else {
                 let delay = registered

@@ -698,3 +698,63 @@ async fn unhealthy_container_is_replaced_after_the_grace_period() {
     t.round().await;
     assert_eq!(t.running()[0].arn, second, "inside the grace period");
 }
+
+#[tokio::test]
+async fn stop_task_behind_a_load_balancer_drains_first() {
+    let mut t = T::new();
+    t.lb = Arc::new(FakeLb {
+        delay: Duration::from_secs(3600),
+        ..FakeLb::default()
+    });
+    t.controller = Controller::new(&t.control, Some(t.lb.clone() as Arc<dyn TargetRegistry>));
+    t.instance();
+    let td = t.taskdef("app:1");
+    t.ok(
+        "CreateService",
+        json!({"serviceName": "web", "taskDefinition": td, "desiredCount": 1,
+               "loadBalancers": [{"targetGroupArn": TG, "containerName": "app", "containerPort": 80}]}),
+    );
+    t.settle(stable).await;
+    let victim = t.running()[0].arn.clone();
+    let out = t.ok("StopTask", json!({"task": victim, "reason": "by hand"}))["task"].clone();
+    assert_eq!(out["desiredStatus"], "STOPPED");
+    // Its containers keep running while its target drains (a long delay here).
+    t.round().await;
+    t.agent();
+    t.round().await;
+    assert_eq!(t.lb.count(TargetState::Draining), 1);
+    let d = t.ok("DescribeTasks", json!({"tasks": [victim]}))["tasks"][0].clone();
+    assert_eq!(d["lastStatus"], "DEACTIVATING", "{d}");
+    assert_eq!(d["desiredStatus"], "STOPPED");
+    assert_eq!(d["stoppedReason"], "by hand");
+    let internal = t
+        .tasks()
+        .into_iter()
+        .find(|x| x.arn == victim)
+        .expect("task");
+    assert_eq!(internal.last_status, "RUNNING");
+    assert!(internal.service_drain_until.is_some());
+    // A replacement starts meanwhile.
+    assert_eq!(
+        t.running()
+            .iter()
+            .filter(|x| x.service_drain_until.is_none())
+            .count(),
+        1
+    );
+    // When the delay is over it stops, with the user's code and reason.
+    t.control
+        .write(crate::store::Durability::Immediate, |tx| {
+            let mut x = internal.clone();
+            x.service_drain_until = Some(0.0);
+            tx.put_task(x);
+            Ok::<_, AwsError>(())
+        })
+        .expect("write");
+    t.round().await;
+    t.agent();
+    let d = t.ok("DescribeTasks", json!({"tasks": [victim]}))["tasks"][0].clone();
+    assert_eq!(d["lastStatus"], "STOPPED", "{d}");
+    assert_eq!(d["stopCode"], "UserInitiated");
+    assert_eq!(d["stoppedReason"], "by hand");
+}
