@@ -365,10 +365,14 @@ impl Task {
             self.enable_execute_command.into(),
         );
         m.insert("platformFamily".into(), "Linux".into());
-        m.insert(
-            "attributes".into(),
-            json!([{"name": "ecs.cpu-architecture", "value": crate::cpu_architecture()}]),
-        );
+        // Berth's per-phase breakdown: when the task reached each state (epoch seconds),
+        // as `berth.at.<STATUS>` attributes (the model's place for extra name/value pairs).
+        let mut attributes =
+            vec![json!({"name": "ecs.cpu-architecture", "value": crate::cpu_architecture()})];
+        attributes.extend(self.transitions.iter().map(|(status, at)| {
+            json!({"name": format!("berth.at.{status}"), "value": format!("{at:.3}")})
+        }));
+        m.insert("attributes".into(), Value::Array(attributes));
         if let Some(tags) = tags {
             m.insert("tags".into(), tags_json(tags));
         }

@@ -156,6 +156,15 @@ fn run_task_fargate_places_on_platform_capacity_with_an_eni() {
         })
         .collect();
     assert_eq!(details["privateIPv4Address"], "10.89.0.7");
+    // Berth's per-phase breakdown, as task attributes.
+    let at: Vec<&str> = task["attributes"]
+        .as_array()
+        .expect("attributes")
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .filter(|n| n.starts_with("berth.at."))
+        .collect();
+    assert_eq!(at, vec!["berth.at.PROVISIONING", "berth.at.RUNNING"]);
     assert_eq!(details["macAddress"], "02:42:0a:59:00:07");
     assert!(details["networkInterfaceId"].starts_with("eni-"));
     for c in task["containers"].as_array().expect("containers") {
