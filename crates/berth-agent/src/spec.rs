@@ -555,6 +555,7 @@ pub fn plan_task(
                 .map(|s| s as u64 * 1024 * 1024),
             dns: c.dns_servers.clone(),
             dns_search: c.dns_search_domains.clone(),
+            sandbox: None,
         };
         let mut depends_on = Vec::new();
         for d in &c.depends_on {
