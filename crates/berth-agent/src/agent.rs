@@ -194,6 +194,7 @@ pub async fn run_with(
                 failures = 0;
                 let unchanged = known_version == Some(resp.version);
                 runner.apply(&resp.tasks, &resp.unknown_tasks);
+                runner.prepull(&resp.prepull_images);
                 known_version = Some(resp.version);
                 // A control plane that answers at once without news must not make us spin.
                 if unchanged && started.elapsed() < Duration::from_millis(100) {

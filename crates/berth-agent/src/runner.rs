@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use berth_control::proto::AssignedTask;
-use berth_engine::ImageRef;
+use berth_control::proto::{AssignedTask, TaskNetwork};
+use berth_engine::{ImageRef, SandboxSpec};
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, Mutex};
 use tokio::task::JoinHandle;
@@ -24,7 +24,7 @@ use crate::health::{self, HealthStatus};
 use crate::order::Condition;
 use crate::report::{Report, Reporter};
 use crate::runtime::{Container, Exit, RegistryAuth, Runtime, RuntimeError, State};
-use crate::spec::{plan_task, NetworkPlan, TaskPlan};
+use crate::spec::{plan_task, sandbox_name, task_id, NetworkPlan, TaskPlan, SANDBOX_PREFIX};
 use crate::state::{
     ContainerRecord, ContainerStatus, NetworkBinding, StateError, TaskRecord, TaskStatus, TaskStore,
 };
@@ -110,6 +110,10 @@ pub fn task_state_change(cluster: &str, rec: &TaskRecord) -> Value {
     if let Some(obj) = v.as_object_mut() {
         if let Some(r) = &rec.stopped_reason {
             obj.insert("reason".into(), json!(truncate(r, 255)));
+        }
+        // Berth's extension of SubmitTaskStateChange: the task's address (awsvpc).
+        if let Some(n) = &rec.task_network {
+            obj.insert("taskNetwork".into(), json!(n));
         }
         for (k, t) in [
             ("pullStartedAt", rec.pull_started_at),
@@ -198,6 +202,8 @@ enum Cmd {
     Desired {
         status: String,
         reason: Option<String>,
+        /// The control plane's stop timeout, when it sets one.
+        stop_timeout: Option<u64>,
     },
     /// The control plane no longer knows the task (or knows it as stopped): it must not run.
     /// Cleaned up after the usual wait, so its containers can still be looked at.
@@ -221,6 +227,14 @@ pub struct TaskRunner {
     /// Assigned tasks the runner has no actor for, already reported STOPPED.
     reported_stopped: HashSet<String>,
     reporter_join: Option<JoinHandle<()>>,
+    /// Prepull images in flight, and those pulled already (not pulled again).
+    prepull: Arc<std::sync::Mutex<Prepull>>,
+}
+
+#[derive(Default)]
+struct Prepull {
+    in_flight: HashSet<String>,
+    done: HashSet<String>,
 }
 
 impl TaskRunner {
@@ -250,6 +264,7 @@ impl TaskRunner {
             done: HashSet::new(),
             reported_stopped: HashSet::new(),
             reporter_join: Some(reporter_join),
+            prepull: Arc::default(),
         }
     }
 
@@ -259,6 +274,7 @@ impl TaskRunner {
     pub fn reload(&mut self) -> Result<usize, RunnerError> {
         let records = self.ctx.store.load_all()?;
         let n = records.len();
+        self.sweep_sandboxes(&records);
         for rec in records {
             if self.tasks.contains_key(&rec.task_arn) {
                 continue;
@@ -269,6 +285,83 @@ impl TaskRunner {
             self.tasks.insert(arn, handle);
         }
         Ok(n)
+    }
+
+    /// Removes the agent's sandboxes (`ecs-...`) that belong to no recorded task: left by a
+    /// cleanup that failed, or by a crash. Runs before any task starts (blocking, a few ms
+    /// per sandbox).
+    fn sweep_sandboxes(&self, records: &[TaskRecord]) {
+        let keep: HashSet<String> = records
+            .iter()
+            .flat_map(|r| [r.sandbox.clone(), Some(sandbox_name(&task_id(&r.task_arn)))])
+            .flatten()
+            .collect();
+        let names = match self.ctx.runtime.sandboxes() {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "cannot list the engine's sandboxes");
+                return;
+            }
+        };
+        for name in names {
+            if !name.starts_with(SANDBOX_PREFIX) || keep.contains(&name) {
+                continue;
+            }
+            tracing::info!(sandbox = %name, "removing the sandbox of a task this agent no longer has");
+            if let Err(e) = self.ctx.runtime.remove_sandbox(&name) {
+                tracing::warn!(sandbox = %name, error = %error_chain(&e), "cannot remove a leftover sandbox");
+            }
+        }
+    }
+
+    /// Pulls, in the background, the images of `images` that the engine does not have (the
+    /// poll's `prepullImages`), with the same registry credentials as a task's pull; each at
+    /// most once at a time, and not again once pulled. Failures are logged.
+    pub fn prepull(&self, images: &[String]) {
+        for image in images {
+            {
+                let mut p = self.prepull.lock().unwrap_or_else(|p| p.into_inner());
+                if p.done.contains(image) || !p.in_flight.insert(image.clone()) {
+                    continue;
+                }
+            }
+            let ctx = Arc::clone(&self.ctx);
+            let state = Arc::clone(&self.prepull);
+            let image = image.clone();
+            tokio::spawn(async move {
+                let rt = Arc::clone(&ctx.runtime);
+                let img = image.clone();
+                let present = tokio::task::spawn_blocking(move || rt.local_image(&img).is_some())
+                    .await
+                    .unwrap_or(false);
+                let ok = if present {
+                    true
+                } else {
+                    let auth = ctx.ecr.auth_for(&image).await;
+                    let rt = Arc::clone(&ctx.runtime);
+                    let img = image.clone();
+                    let res = tokio::task::spawn_blocking(move || rt.pull(&img, auth.as_ref()))
+                        .await
+                        .map_err(|e| RuntimeError::Other(format!("pull task failed: {e}")))
+                        .and_then(|r| r);
+                    match res {
+                        Ok(digest) => {
+                            tracing::info!(%image, %digest, "prepulled an image");
+                            true
+                        }
+                        Err(e) => {
+                            tracing::warn!(%image, error = %error_chain(&e), "cannot prepull an image");
+                            false
+                        }
+                    }
+                };
+                let mut p = state.lock().unwrap_or_else(|p| p.into_inner());
+                p.in_flight.remove(&image);
+                if ok {
+                    p.done.insert(image);
+                }
+            });
+        }
     }
 
     fn reap(&mut self) {
@@ -296,6 +389,7 @@ impl TaskRunner {
                 let _ = h.tx.send(Cmd::Desired {
                     status: t.desired_status.clone(),
                     reason: t.stopped_reason.clone(),
+                    stop_timeout: t.stop_timeout_seconds,
                 });
                 continue;
             }
@@ -389,6 +483,10 @@ fn new_record(t: &AssignedTask) -> TaskRecord {
         task_definition: t.task_definition.clone(),
         overrides: t.overrides.clone(),
         network_configuration: t.network_configuration.clone(),
+        launch_type: t.launch_type.clone(),
+        stop_timeout_override: t.stop_timeout_seconds,
+        task_network: None,
+        sandbox: None,
     }
 }
 
@@ -500,8 +598,17 @@ impl Actor {
     /// Handles a command; returns true when the task must stop.
     fn on_cmd(&mut self, cmd: Cmd) -> bool {
         match cmd {
-            Cmd::Desired { status, reason } => {
-                if status != self.rec.desired_status {
+            Cmd::Desired {
+                status,
+                reason,
+                stop_timeout,
+            } => {
+                let timeout_changed =
+                    stop_timeout.is_some() && stop_timeout != self.rec.stop_timeout_override;
+                if timeout_changed {
+                    self.rec.stop_timeout_override = stop_timeout;
+                }
+                if status != self.rec.desired_status || timeout_changed {
                     self.rec.desired_status = status.clone();
                     self.save();
                 }
@@ -728,6 +835,7 @@ impl Actor {
                 });
             }
         }
+        self.create_sandbox(&plan).await?;
         for idx in plan.start_order() {
             if self.drain_cmds() {
                 return Err(StartError::Interrupted);
@@ -783,6 +891,40 @@ impl Actor {
         Ok(())
     }
 
+    /// Creates the task's sandbox (idempotent: a resumed start finds it again); records its
+    /// name before (so cleanup removes even a half-made one) and its address after.
+    async fn create_sandbox(&mut self, plan: &TaskPlan) -> Result<(), StartError> {
+        if self.rec.sandbox.is_none() {
+            self.rec.sandbox = Some(plan.sandbox.name.clone());
+            self.save();
+        }
+        let spec = SandboxSpec {
+            name: plan.sandbox.name.clone(),
+            network: plan.sandbox.network.clone(),
+            cpu_units: plan.sandbox.cpu_units,
+            memory_bytes: plan.sandbox.memory_bytes,
+        };
+        let res = self.blocking(move |rt| rt.create_sandbox(&spec)).await;
+        match res.and_then(|r| r) {
+            Ok(addr) => {
+                let net = addr.map(|a| TaskNetwork {
+                    network: a.network,
+                    private_ipv4_address: a.ip.to_string(),
+                    mac_address: Some(a.mac),
+                });
+                if net != self.rec.task_network {
+                    self.rec.task_network = net;
+                    self.save();
+                }
+                Ok(())
+            }
+            Err(e) => Err(StartError::Failed {
+                reason: format!("ResourceInitializationError: {}", error_chain(&e)),
+                container: None,
+            }),
+        }
+    }
+
     /// A container of this task the engine already has (created before a restart).
     async fn find_existing(&self, name: &str) -> Option<Container> {
         let rec = self.rec.container(name)?;
@@ -812,6 +954,11 @@ impl Actor {
             .map(|c| c.ports.clone())
             .unwrap_or_default();
         let network = self.plan.as_ref().map(|p| p.network.clone());
+        let task_ip = self
+            .rec
+            .task_network
+            .as_ref()
+            .map(|n| n.private_ipv4_address.clone());
         let Some(rec) = self.rec.container_mut(name) else {
             return;
         };
@@ -819,8 +966,9 @@ impl Actor {
         rec.network_bindings = if !container.published.is_empty() {
             container.published.clone()
         } else {
-            let bind_ip = match (&network, container.ip) {
-                (Some(NetworkPlan::Awsvpc { .. }), Some(ip)) => ip.to_string(),
+            let bind_ip = match (&network, container.ip, &task_ip) {
+                (Some(NetworkPlan::Awsvpc { .. }), _, Some(ip)) => ip.clone(),
+                (Some(NetworkPlan::Awsvpc { .. }), Some(ip), None) => ip.to_string(),
                 _ => "0.0.0.0".to_string(),
             };
             ports
@@ -1125,9 +1273,13 @@ impl Actor {
                 .iter()
                 .filter(|c| c.level == level && c.status != ContainerStatus::Stopped)
                 .filter_map(|c| {
+                    let secs = self
+                        .rec
+                        .stop_timeout_override
+                        .unwrap_or(c.stop_timeout_secs);
                     c.runtime_id
                         .clone()
-                        .map(|id| (c.name.clone(), id, Duration::from_secs(c.stop_timeout_secs)))
+                        .map(|id| (c.name.clone(), id, Duration::from_secs(secs)))
                 })
                 .collect();
             let mut joins = Vec::new();
@@ -1187,12 +1339,19 @@ impl Actor {
             .collect();
         let volumes = self.rec.task_volumes.clone();
         let arn = self.rec.task_arn.clone();
+        let sandbox = self.rec.sandbox.clone();
         let res = self
             .blocking(move |rt| {
                 for k in &keys {
                     if let Err(e) = rt.remove(k) {
                         tracing::warn!(task = %arn, container = %k, error = %error_chain(&e),
                             "cannot remove a container");
+                    }
+                }
+                if let Some(sb) = &sandbox {
+                    if let Err(e) = rt.remove_sandbox(sb) {
+                        tracing::warn!(task = %arn, sandbox = %sb, error = %error_chain(&e),
+                            "cannot remove the task's sandbox");
                     }
                 }
                 for v in &volumes {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use berth_engine::distribution::{Credentials, NoProgress};
 use berth_engine::{
     ContainerError, ContainerInfo, ContainerState, DistributionError, Engine, ImageError,
-    RegistryOptions, RunSpec,
+    RegistryOptions, RunSpec, SandboxSpec,
 };
 use berth_runtime::shim::ShimError;
 
@@ -100,6 +100,14 @@ pub struct Container {
     pub state: State,
 }
 
+/// Where a task's sandbox is on its network (ECS's task ENI).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxAddress {
+    pub network: String,
+    pub ip: std::net::Ipv4Addr,
+    pub mac: String,
+}
+
 /// The result of one health-check probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
@@ -128,6 +136,13 @@ pub trait Runtime: Send + Sync + 'static {
     fn local_image(&self, image: &str) -> Option<String>;
     /// Creates the bridge network `name` unless it exists.
     fn ensure_network(&self, name: &str) -> Result<(), RuntimeError>;
+    /// Creates the task sandbox `spec.name` unless it exists (idempotent); returns its address
+    /// when it has a network.
+    fn create_sandbox(&self, spec: &SandboxSpec) -> Result<Option<SandboxAddress>, RuntimeError>;
+    /// Removes a sandbox (its namespace, address, cgroups); a missing one is not an error.
+    fn remove_sandbox(&self, name: &str) -> Result<(), RuntimeError>;
+    /// The names of the engine's sandboxes.
+    fn sandboxes(&self) -> Result<Vec<String>, RuntimeError>;
     /// Creates and starts a container (detached).
     fn run(&self, spec: &RunSpec) -> Result<Container, RuntimeError>;
     /// A container by name or id; `None` when there is none.
@@ -242,6 +257,28 @@ impl Runtime for EngineRuntime {
             Err(berth_net::Error::NetworkExists(_)) => Ok(()),
             Err(e) => Err(err(e)),
         }
+    }
+
+    fn create_sandbox(&self, spec: &SandboxSpec) -> Result<Option<SandboxAddress>, RuntimeError> {
+        let info = self.engine.create_sandbox(spec)?;
+        Ok(info.network.map(|n| SandboxAddress {
+            network: n.network,
+            ip: n.ip,
+            mac: n.mac,
+        }))
+    }
+
+    fn remove_sandbox(&self, name: &str) -> Result<(), RuntimeError> {
+        Ok(self.engine.remove_sandbox(name)?)
+    }
+
+    fn sandboxes(&self) -> Result<Vec<String>, RuntimeError> {
+        Ok(self
+            .engine
+            .sandboxes()?
+            .into_iter()
+            .map(|s| s.name)
+            .collect())
     }
 
     fn run(&self, spec: &RunSpec) -> Result<Container, RuntimeError> {

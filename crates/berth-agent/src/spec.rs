@@ -80,12 +80,37 @@ pub struct ContainerPlan {
     pub health_check: Option<HealthCheck>,
 }
 
+/// The task's sandbox: one per task (every network mode), holding the task-level limits; for
+/// awsvpc also the one network namespace (one address) all its containers share.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxPlan {
+    /// `ecs-<task id>`.
+    pub name: String,
+    /// The bridge network of an awsvpc task (named after its first subnet).
+    pub network: Option<String>,
+    /// The task's `cpu` (overrides win), in CPU units.
+    pub cpu_units: Option<u64>,
+    /// The task's `memory` (overrides win), in bytes.
+    pub memory_bytes: Option<i64>,
+}
+
+/// The sandbox name of a task.
+pub fn sandbox_name(task_id: &str) -> String {
+    format!("{SANDBOX_PREFIX}{task_id}")
+}
+
+/// The prefix of the sandboxes the agent makes (and may sweep).
+pub const SANDBOX_PREFIX: &str = "ecs-";
+
 /// Everything the agent needs to run a task.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskPlan {
     pub family: String,
     pub revision: i64,
     pub network: NetworkPlan,
+    /// The task's sandbox (limits; awsvpc: its network namespace).
+    pub sandbox: SandboxPlan,
     /// In task definition order.
     pub containers: Vec<ContainerPlan>,
     /// Start levels (indexes into `containers`); stop in reverse.
@@ -287,10 +312,6 @@ pub fn plan_task(
                 .map(|s| sanitize(s))
                 .filter(|s| s.len() >= 2)
                 .unwrap_or_else(|| DEFAULT_SUBNET_NETWORK.to_string());
-            unsupported.insert(
-                "awsvpc: containers of a task do not share one network namespace (localhost)"
-                    .into(),
-            );
             NetworkPlan::Awsvpc { network: subnet }
         }
         other => {
@@ -423,7 +444,8 @@ pub fn plan_task(
                 NetworkPlan::None => Network::None,
                 NetworkPlan::Host => Network::Host,
                 NetworkPlan::Bridge => Network::Bridge(berth_net::DEFAULT_NETWORK.to_string()),
-                NetworkPlan::Awsvpc { network } => Network::Bridge(network.clone()),
+                // The containers join the sandbox's namespace.
+                NetworkPlan::Awsvpc { .. } => Network::None,
             }
         };
 
@@ -555,6 +577,7 @@ pub fn plan_task(
                 .map(|s| s as u64 * 1024 * 1024),
             dns: c.dns_servers.clone(),
             dns_search: c.dns_search_domains.clone(),
+            sandbox: Some(sandbox_name(&tid)),
         };
         let mut depends_on = Vec::new();
         for d in &c.depends_on {
@@ -610,10 +633,20 @@ pub fn plan_task(
         })
         .collect();
     let levels = order::levels(&graph)?;
+    let sandbox = SandboxPlan {
+        name: sandbox_name(&tid),
+        network: match &network {
+            NetworkPlan::Awsvpc { network } => Some(network.clone()),
+            _ => None,
+        },
+        cpu_units: task_cpu.map(|u| u.round() as u64).filter(|u| *u > 0),
+        memory_bytes: task_memory.map(|m| m * 1024 * 1024),
+    };
     Ok(TaskPlan {
         family: td.family,
         revision: td.revision,
         network,
+        sandbox,
         containers,
         levels,
         task_volumes,
@@ -729,17 +762,19 @@ mod tests {
             }
         );
         let c = &p.containers[0];
-        assert_eq!(c.run.network, Network::Bridge("subnet-0abc".into()));
+        // The containers join the task's sandbox, which is on the subnet's network.
+        assert_eq!(c.run.network, Network::None);
+        assert_eq!(c.run.sandbox, Some(p.sandbox.name.clone()));
+        assert_eq!(p.sandbox.network.as_deref(), Some("subnet-0abc"));
         assert!(c.run.publish.is_empty());
         assert_eq!(c.ports[0].host_port, 80);
         let p = plan(td("awsvpc", containers.clone()));
-        assert_eq!(
-            p.containers[0].run.network,
-            Network::Bridge(DEFAULT_SUBNET_NETWORK.into())
-        );
+        assert_eq!(p.sandbox.network.as_deref(), Some(DEFAULT_SUBNET_NETWORK));
 
         let p = plan(td("none", containers));
         assert!(p.containers[0].run.publish.is_empty() && p.containers[0].ports.is_empty());
+        assert_eq!(p.sandbox.network, None);
+        assert_eq!(p.containers[0].run.sandbox, Some(p.sandbox.name.clone()));
 
         let ranged = json!([{"name": "app", "image": "bb:1", "portMappings": [
             {"containerPortRange": "9000-9002", "protocol": "udp"}]}]);
@@ -913,6 +948,14 @@ mod tests {
         // Task-level size applies to containers without their own limit.
         assert_eq!(r.memory, Some(1024 << 20));
         assert_eq!(r.cpus, Some(0.5));
+        // ... and the task's sandbox has them for the task as a whole.
+        assert_eq!(p.sandbox.cpu_units, Some(512));
+        assert_eq!(p.sandbox.memory_bytes, Some(1024 << 20));
+        assert!(
+            p.sandbox.name.starts_with(SANDBOX_PREFIX),
+            "{}",
+            p.sandbox.name
+        );
         assert_eq!(r.tmpfs, vec!["/run:size=16m,noexec"]);
     }
 

@@ -235,6 +235,19 @@ pub struct TaskRecord {
     pub overrides: Option<Value>,
     #[serde(default)]
     pub network_configuration: Option<Value>,
+    /// `EC2` or `FARGATE`, as assigned.
+    #[serde(default)]
+    pub launch_type: Option<String>,
+    /// The control plane's stop timeout (replaces the containers' `stopTimeout`).
+    #[serde(default)]
+    pub stop_timeout_override: Option<u64>,
+    /// The task's address once its sandbox exists on its network (awsvpc), sent as
+    /// `taskNetwork` with every state change.
+    #[serde(default)]
+    pub task_network: Option<berth_control::proto::TaskNetwork>,
+    /// The task's sandbox (name), once created; removed at cleanup.
+    #[serde(default)]
+    pub sandbox: Option<String>,
 }
 
 impl TaskRecord {
@@ -359,6 +372,14 @@ mod tests {
             task_definition: json!({"family": "web"}),
             overrides: None,
             network_configuration: None,
+            launch_type: Some("FARGATE".into()),
+            stop_timeout_override: Some(2),
+            task_network: Some(berth_control::proto::TaskNetwork {
+                network: "subnet-1".into(),
+                private_ipv4_address: "10.0.0.2".into(),
+                mac_address: Some("02:42:0a:00:00:02".into()),
+            }),
+            sandbox: Some("ecs-abc".into()),
         }
     }
 

@@ -9,10 +9,12 @@ use berth_aws::client::ClientError;
 use berth_control::proto::{AssignedTask, PollRequest, PollResponse};
 use serde_json::{json, Value};
 
-use berth_engine::RunSpec;
+use berth_engine::{RunSpec, SandboxSpec};
 
 use crate::control::{ControlClient, EcrToken};
-use crate::runtime::{Container, Exit, Probe, RegistryAuth, Runtime, RuntimeError, State};
+use crate::runtime::{
+    Container, Exit, Probe, RegistryAuth, Runtime, RuntimeError, SandboxAddress, State,
+};
 
 #[derive(Default)]
 struct Inner {
@@ -173,6 +175,12 @@ pub struct FakeInner {
     pub created: HashMap<String, tokio::time::Instant>,
     /// Health-check probes: (container id, command, when it started).
     pub probes: Vec<(String, Vec<String>, tokio::time::Instant)>,
+    /// Sandboxes that exist, with the spec they were created with and their address.
+    pub sandboxes: std::collections::BTreeMap<String, (SandboxSpec, Option<SandboxAddress>)>,
+    /// The stop timeout each `stop` was given, by container name.
+    pub stop_timeouts: Vec<(String, Duration)>,
+    /// Sandbox creations fail (`ResourceInitializationError`).
+    pub fail_sandboxes: bool,
 }
 
 /// A fake engine. Commands: `["sleep"]` runs until stopped, `["exit", "N"]` exits with N at once,
@@ -293,9 +301,53 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
+    fn create_sandbox(&self, spec: &SandboxSpec) -> Result<Option<SandboxAddress>, RuntimeError> {
+        let mut i = self.lock();
+        i.events.push(format!("sandbox {}", spec.name));
+        if i.fail_sandboxes {
+            return Err(RuntimeError::Other("no addresses left".into()));
+        }
+        if let Some((_, addr)) = i.sandboxes.get(&spec.name) {
+            return Ok(addr.clone());
+        }
+        let n = u8::try_from(i.sandboxes.len() % 250).unwrap_or(0) + 2;
+        let addr = spec.network.as_ref().map(|net| SandboxAddress {
+            network: net.clone(),
+            ip: std::net::Ipv4Addr::new(10, 9, 0, n),
+            mac: format!("02:42:0a:09:00:{n:02x}"),
+        });
+        i.sandboxes
+            .insert(spec.name.clone(), (spec.clone(), addr.clone()));
+        Ok(addr)
+    }
+
+    fn remove_sandbox(&self, name: &str) -> Result<(), RuntimeError> {
+        let mut i = self.lock();
+        i.events.push(format!("remove-sandbox {name}"));
+        if i.containers
+            .values()
+            .any(|(s, e)| s.sandbox.as_deref() == Some(name) && e.is_none())
+        {
+            return Err(RuntimeError::Other(format!(
+                "sandbox {name} still has running containers"
+            )));
+        }
+        i.sandboxes.remove(name);
+        Ok(())
+    }
+
+    fn sandboxes(&self) -> Result<Vec<String>, RuntimeError> {
+        Ok(self.lock().sandboxes.keys().cloned().collect())
+    }
+
     fn run(&self, spec: &RunSpec) -> Result<Container, RuntimeError> {
         let id = {
             let mut i = self.lock();
+            if let Some(sb) = &spec.sandbox {
+                if !i.sandboxes.contains_key(sb) {
+                    return Err(RuntimeError::Other(format!("no such sandbox: {sb}")));
+                }
+            }
             if spec.cmd.first().map(String::as_str) == Some("bad") {
                 return Err(RuntimeError::Other("exec: \"bad\": not found".into()));
             }
@@ -346,13 +398,14 @@ impl Runtime for FakeRuntime {
         }
     }
 
-    fn stop(&self, id: &str, _timeout: Duration) -> Result<Option<Exit>, RuntimeError> {
+    fn stop(&self, id: &str, timeout: Duration) -> Result<Option<Exit>, RuntimeError> {
         let mut i = self.lock();
         let name = i
             .containers
             .get(id)
             .and_then(|(s, _)| s.name.clone())
             .unwrap_or_default();
+        i.stop_timeouts.push((name.clone(), timeout));
         i.events
             .push(format!("stop {}", name.split('-').nth(3).unwrap_or(&name)));
         let out = i

@@ -18,7 +18,8 @@ use berth_engine::{Engine, RegistryOptions};
 use serde_json::{json, Value};
 
 const APPLETS: &[&str] = &[
-    "sh", "true", "false", "echo", "sleep", "cat", "httpd", "ls", "test", "touch", "grep",
+    "sh", "true", "false", "echo", "sleep", "cat", "httpd", "ls", "test", "touch", "grep", "wget",
+    "seq",
 ];
 /// A registry nothing listens on: pulls fail at once and the local image is used.
 const IMAGE: &str = "localhost:1/agent-test/bb:1";
@@ -296,9 +297,15 @@ async fn two_containers_run_report_and_stop() {
     assert_eq!(app.record.mounts.len(), 1);
     assert_eq!(app.record.options.memory, Some(64 << 20));
     let id = &app.record.id;
+    // The container's cgroup is a child of its task's sandbox.
+    let sandbox = format!("sandbox-ecs-{}", arn.rsplit('/').next().expect("task id"));
+    assert_eq!(
+        app.record.options.sandbox.as_deref(),
+        sandbox.strip_prefix("sandbox-")
+    );
     let limit = [
-        format!("/sys/fs/cgroup/memory/berth/{id}/memory.limit_in_bytes"),
-        format!("/sys/fs/cgroup/berth/{id}/memory.max"),
+        format!("/sys/fs/cgroup/memory/berth/{sandbox}/{id}/memory.limit_in_bytes"),
+        format!("/sys/fs/cgroup/berth/{sandbox}/{id}/memory.max"),
     ]
     .iter()
     .find_map(|p| std::fs::read_to_string(p).ok());
@@ -703,5 +710,128 @@ async fn health_checks_run_in_the_container() {
     until("cleanup", 30, || runner.known_tasks().is_empty()).await;
     assert_eq!(env.container_count(), 0);
     assert!(pids_with_args(&args).is_empty());
+    runner.shutdown().await;
+}
+
+/// A subnet network of its own (a /24 in 10.215.0.0/16 that no host route overlaps).
+fn subnet_network(env: &mut Env) -> (String, berth_net::Ipv4Net) {
+    let subnet = unique("subnet-");
+    env.networks.push(subnet.clone());
+    let host_nets = berth_net::host_ipv4_networks().expect("host routes");
+    let cidr = (0..64)
+        .map(|_| {
+            let mut b = [0u8; 1];
+            let _ = getrandom(&mut b);
+            format!("10.215.{}.0/24", b[0])
+                .parse::<berth_net::Ipv4Net>()
+                .expect("cidr")
+        })
+        .find(|c| !host_nets.iter().any(|h| h.overlaps(c)))
+        .expect("a free /24 in 10.215.0.0/16");
+    let opts = berth_net::CreateOptions {
+        subnet: Some(cidr),
+        ..Default::default()
+    };
+    env.engine
+        .network_store()
+        .expect("networks")
+        .create(&subnet, opts)
+        .expect("create the subnet's network");
+    (subnet, cidr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awsvpc_containers_share_localhost_and_tasks_get_their_own_address() {
+    let Some(mut env) = Env::new() else { return };
+    let (subnet, cidr) = subnet_network(&mut env);
+    let control = Arc::new(FakeControl::default());
+    let mut runner = env.runner(&control, Duration::ZERO);
+    let nc = json!({"awsvpcConfiguration": {"subnets": [subnet]}});
+    let (a, b) = (new_arn(), new_arn());
+    let mut ta = task(
+        &a,
+        "awsvpc",
+        json!([
+            {"name": "web", "image": IMAGE, "command": ["httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/www"],
+             "stopTimeout": 1},
+            {"name": "client", "image": IMAGE, "essential": false, "command": ["sh", "-c",
+             "for i in $(seq 1 100); do wget -q -O - http://127.0.0.1:8080/index.html && exit 0; sleep 0.1; done; exit 1"]}
+        ]),
+        "RUNNING",
+    );
+    ta.task_definition["memory"] = json!("128");
+    ta.task_definition["cpu"] = json!("256");
+    ta.network_configuration = Some(nc.clone());
+    let mut tb = task(
+        &b,
+        "awsvpc",
+        json!([{"name": "app", "image": IMAGE, "command": ["sleep", "60"], "stopTimeout": 1}]),
+        "RUNNING",
+    );
+    tb.network_configuration = Some(nc);
+    runner.apply(&[ta.clone(), tb.clone()], &[]);
+    // The client reached the web container over the task's loopback and exited 0.
+    until("the client's exit", 60, || {
+        control.reports_of(&a).iter().any(|r| {
+            r["containers"].as_array().is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c["containerName"] == "client" && c["status"] == "STOPPED")
+            })
+        }) || last_status(&control, &a).as_deref() == Some("STOPPED")
+    })
+    .await;
+    let ra = control.reports_of(&a).pop().expect("report");
+    assert_eq!(container(&ra, "client")["exitCode"], 0, "{ra}");
+    assert_eq!(ra["status"], "RUNNING", "{ra}");
+    until("b RUNNING", 60, || {
+        let s = last_status(&control, &b);
+        s.as_deref() == Some("RUNNING") || s.as_deref() == Some("STOPPED")
+    })
+    .await;
+    let rb = control.reports_of(&b).pop().expect("report");
+    let ip_a = ra["taskNetwork"]["privateIpv4Address"]
+        .as_str()
+        .expect("taskNetwork of a")
+        .to_string();
+    let ip_b = rb["taskNetwork"]["privateIpv4Address"]
+        .as_str()
+        .expect("taskNetwork of b")
+        .to_string();
+    assert_ne!(ip_a, ip_b);
+    for (r, ip) in [(&ra, &ip_a), (&rb, &ip_b)] {
+        assert_eq!(r["taskNetwork"]["network"], subnet.as_str());
+        assert!(r["taskNetwork"]["macAddress"].as_str().is_some(), "{r}");
+        assert!(cidr.contains(ip.parse().expect("ip")), "{ip} in {cidr}");
+    }
+    // Task a's limits are its sandbox's.
+    let id_a = a.rsplit('/').next().expect("id");
+    let cg_a = format!("/berth/sandbox-ecs-{id_a}");
+    let mounts = berth_runtime::cgroup::mounts().expect("mounts");
+    let limits =
+        berth_runtime::cgroup::read_parent_limits(&mounts, Path::new(&cg_a)).expect("limits");
+    assert_eq!(limits.memory_bytes, Some(128 << 20));
+    assert_eq!(limits.cpu_quota_us, Some(25_000));
+    let sandboxes = env.engine.sandboxes().expect("sandboxes");
+    assert_eq!(sandboxes.len(), 2);
+    let netns: Vec<PathBuf> = sandboxes
+        .iter()
+        .filter_map(|s| s.netns().map(Path::to_path_buf))
+        .collect();
+    assert_eq!(netns.len(), 2);
+
+    ta.desired_status = "STOPPED".into();
+    tb.desired_status = "STOPPED".into();
+    runner.apply(&[ta, tb], &[]);
+    until("cleanup", 60, || runner.known_tasks().is_empty()).await;
+    assert_eq!(env.container_count(), 0);
+    assert!(env.engine.sandboxes().expect("sandboxes").is_empty());
+    for ns in &netns {
+        assert!(!ns.exists(), "{}", ns.display());
+    }
+    let dirs = berth_runtime::cgroup::dirs(&mounts, Path::new(&cg_a)).expect("dirs");
+    assert!(dirs.iter().all(|d| !d.exists()), "{dirs:?}");
+    let store = env.engine.network_store().expect("store");
+    let net = store.get(&subnet).expect("net");
+    assert!(store.endpoints(&net).expect("endpoints").is_empty());
     runner.shutdown().await;
 }

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::image::{ImageError, ResolvedImage};
 use crate::network::NetworkAttachment;
 use crate::overlay::{self, MountError};
+use crate::sandbox::SandboxInfo;
 use crate::volume::{parse_volume, MountRecord, VolumeSpec};
 use crate::{fsutil, Engine};
 
@@ -54,6 +55,10 @@ pub enum ContainerError {
     Network(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("no such sandbox: {0}")]
+    NoSuchSandbox(String),
+    #[error("sandbox: {0}")]
+    Sandbox(String),
     #[error("{0}")]
     InvalidOption(String),
     #[error("cannot {what} {path}")]
@@ -234,6 +239,11 @@ pub struct RunSpec {
     /// `--dns-search` domains (replace its `search` line).
     #[serde(default)]
     pub dns_search: Vec<String>,
+    /// The task sandbox ([`Engine::create_sandbox`]) the container runs in: its cgroup is a
+    /// child of the sandbox's, and when the sandbox has a network the container joins its
+    /// namespace (then `network` must be `None` and nothing can be published).
+    #[serde(default)]
+    pub sandbox: Option<String>,
 }
 
 /// Parses `--add-host` values (`NAME:IP`, or docker's newer `NAME=IP`; IPv6 allowed, in
@@ -629,6 +639,26 @@ impl Engine {
                 spec.network.mode()
             )));
         }
+        let sandbox = spec
+            .sandbox
+            .as_deref()
+            .map(|s| self.sandbox(s))
+            .transpose()?;
+        if let Some(sb) = sandbox.as_ref().filter(|sb| sb.network.is_some()) {
+            if !ports.is_empty() {
+                return Err(ContainerError::Network(format!(
+                    "published ports are not possible in sandbox {}, which has its own network",
+                    sb.name
+                )));
+            }
+            if spec.network != Network::None {
+                return Err(ContainerError::Conflict(format!(
+                    "conflicting options: --network {} and sandbox {}, which has its own network",
+                    spec.network.mode(),
+                    sb.name
+                )));
+            }
+        }
         let network = match &spec.network {
             Network::Bridge(n) => Some(self.resolve_network(n)?),
             _ => None,
@@ -690,7 +720,8 @@ impl Engine {
             name
         };
         let net = network.map(|n| (n, ports));
-        match self.create_and_start(&id, &name, spec, &volumes, net.as_ref(), &image) {
+        let sandbox = sandbox.as_ref();
+        match self.create_and_start(&id, &name, spec, &volumes, net.as_ref(), sandbox, &image) {
             Ok(record) => Ok(record),
             Err(e) => {
                 if let Err(cleanup) = self.cleanup(&id) {
@@ -716,6 +747,7 @@ impl Engine {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn create_and_start(
         &self,
         id: &str,
@@ -723,6 +755,7 @@ impl Engine {
         spec: &RunSpec,
         volumes: &[VolumeSpec],
         net: Option<&(NetworkInfo, Vec<PortMapping>)>,
+        sandbox: Option<&SandboxInfo>,
         image: &ResolvedImage,
     ) -> Result<ContainerRecord, ContainerError> {
         let dir = self.container_dir(id);
@@ -746,7 +779,17 @@ impl Engine {
             .and_then(|c| c.volumes().clone())
             .unwrap_or_default();
         let mounts = self.prepare_volumes(volumes, &image_volumes, &rootfs)?;
-        match self.start_prepared(id, name, spec, net, image, &rootfs, &bundle, mounts.clone()) {
+        match self.start_prepared(
+            id,
+            name,
+            spec,
+            net,
+            sandbox,
+            image,
+            &rootfs,
+            &bundle,
+            mounts.clone(),
+        ) {
             Ok(r) => Ok(r),
             Err(e) => {
                 self.remove_anonymous_volumes(&mounts);
@@ -762,6 +805,7 @@ impl Engine {
         name: &str,
         spec: &RunSpec,
         net: Option<&(NetworkInfo, Vec<PortMapping>)>,
+        sandbox: Option<&SandboxInfo>,
         image: &ResolvedImage,
         rootfs: &Path,
         bundle: &Path,
@@ -796,7 +840,11 @@ impl Engine {
             id,
             attachment: None,
         };
+        let sandbox_net = sandbox.and_then(|s| s.network.as_ref());
         let net_mode = match net {
+            _ if sandbox_net.is_some() => {
+                NetMode::Path(sandbox_net.map(|n| n.netns.clone()).unwrap_or_default())
+            }
             Some((info, ports)) => {
                 let att = self.attach_network(id, name, info, ports)?;
                 let path = att.netns.clone();
@@ -806,7 +854,7 @@ impl Engine {
             None if spec.network == Network::Host => NetMode::Host,
             None => NetMode::NewNs,
         };
-        let (ip, dns) = match &guard.attachment {
+        let (ip, dns) = match guard.attachment.as_ref().or(sandbox_net) {
             Some(a) => (Some(a.ip), Some(a.gateway)),
             None => (None, None),
         };
@@ -859,7 +907,10 @@ impl Engine {
             shm_size: spec.shm_size,
             tty: spec.tty,
             network: net_mode,
-            cgroups_path: format!("/berth/{id}"),
+            cgroups_path: match sandbox {
+                Some(sb) => format!("{}/{id}", sb.cgroups_path),
+                None => format!("/berth/{id}"),
+            },
             mounts: user_mounts,
             etc_files: EtcFiles {
                 hosts: Some(etc.hosts),
@@ -886,6 +937,14 @@ impl Engine {
             }
         }
         let mut runtime_spec = built.spec;
+        if let Some(sb) = sandbox {
+            let mut annotations = runtime_spec.annotations().clone().unwrap_or_default();
+            annotations.insert(
+                shim::SANDBOX_CGROUP_ANNOTATION.to_string(),
+                sb.cgroups_path.clone(),
+            );
+            runtime_spec.set_annotations(Some(annotations));
+        }
         berth_runtime::seccomp_bpf::precompile(&mut runtime_spec, &self.root.join("seccomp"))?;
         runtime_spec
             .save(bundle.join("config.json"))

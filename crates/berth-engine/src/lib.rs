@@ -5,6 +5,7 @@
 //! - `images.json`: tags (`name:tag` → manifest digest), replaced atomically under `lock`;
 //! - `containers/<id>/`: `config.json` (our record), `bundle/config.json` (the OCI spec),
 //!   the overlay's `upper/`, `work/` and `rootfs/` mountpoint, and the shim's `state/`;
+//! - `sandboxes/<name>/`: task sandboxes (`sandbox.json`, the `netns` mount);
 //! - `run/`: libcontainer's root directory.
 //!
 //! Nothing is held in memory between calls: every call reads the state back from disk, so
@@ -18,6 +19,7 @@ mod fsutil;
 pub mod image;
 pub mod network;
 pub mod overlay;
+pub mod sandbox;
 pub mod volume;
 
 use std::fs::File;
@@ -38,6 +40,7 @@ pub use distribution::{
 pub use exec::{ExecRunError, ExecSpec, PreparedExec};
 pub use image::{ImageError, ImageSummary, ResolvedImage};
 pub use network::NetworkAttachment;
+pub use sandbox::{SandboxInfo, SandboxSpec};
 pub use volume::{MountRecord, VolumeInfo, VolumeRecord};
 
 /// Default root directory of the engine's state.

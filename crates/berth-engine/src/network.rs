@@ -273,7 +273,8 @@ impl Engine {
         let needed = self
             .containers(false)?
             .iter()
-            .any(|c| c.record.network_attachment.is_some());
+            .any(|c| c.record.network_attachment.is_some())
+            || self.sandboxes()?.iter().any(|s| s.network.is_some());
         if needed {
             self.netd()?;
         }

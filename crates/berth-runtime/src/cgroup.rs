@@ -23,6 +23,12 @@ pub enum CgroupError {
     },
     #[error("cgroup path {0:?} is not a plain path below the cgroup root")]
     InvalidPath(PathBuf),
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot remove cgroup directory {path}")]
     Remove {
         path: PathBuf,
@@ -256,6 +262,160 @@ pub fn remove_all(mounts: &[CgroupMount], cgroups_path: &Path) -> Result<(), Cgr
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The CFS period used for CPU limits of parent cgroups (100 ms, as Docker and the ECS agent).
+pub const CFS_PERIOD_US: u64 = 100_000;
+
+/// Limits of a parent cgroup (a task sandbox) that bind all the containers below it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ParentLimits {
+    /// CFS quota in microseconds per [`CFS_PERIOD_US`] (`None`: unlimited).
+    pub cpu_quota_us: Option<u64>,
+    /// Hard memory limit in bytes (`None`: unlimited).
+    pub memory_bytes: Option<i64>,
+}
+
+impl ParentLimits {
+    /// ECS CPU units (1024 = one CPU) as a CFS quota (at least 1 ms, the kernel's minimum).
+    pub fn quota_for_cpu_units(units: u64) -> u64 {
+        (units.saturating_mul(CFS_PERIOD_US) / 1024).max(1000)
+    }
+}
+
+fn write_file(path: &Path, value: &str) -> Result<(), CgroupError> {
+    fs::write(path, value).map_err(|source| CgroupError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn create_dir(path: &Path) -> Result<(), CgroupError> {
+    fs::create_dir_all(path).map_err(|source| CgroupError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The controllers a cgroup2 directory offers (`cgroup.controllers`).
+fn v2_controllers(dir: &Path) -> Result<Vec<String>, CgroupError> {
+    let path = dir.join("cgroup.controllers");
+    let text = fs::read_to_string(&path).map_err(|source| CgroupError::Read { path, source })?;
+    Ok(text.split_whitespace().map(str::to_owned).collect())
+}
+
+/// Creates the parent cgroup `cgroups_path` (a task sandbox) and writes its limits: on v1
+/// `memory.limit_in_bytes` in the memory hierarchy and `cpu.cfs_period_us`/`cpu.cfs_quota_us`
+/// in the cpu one (other hierarchies get their directories when a container joins; libcgroups
+/// fills cpuset's from the parents); on a cgroup2 mount that offers them, `memory.max` and
+/// `cpu.max`, after enabling the controllers in every ancestor's `cgroup.subtree_control`.
+/// Idempotent: an existing directory gets its limits written again.
+pub fn create_parent(
+    mounts: &[CgroupMount],
+    cgroups_path: &Path,
+    limits: &ParentLimits,
+) -> Result<(), CgroupError> {
+    let rel = relative_path(cgroups_path)?;
+    let memory = limits
+        .memory_bytes
+        .map_or_else(|| "max".to_string(), |b| b.to_string());
+    let cpu = limits
+        .cpu_quota_us
+        .map_or_else(|| "max".to_string(), |q| q.to_string());
+    for m in mounts {
+        let dir = m.mount_point.join(&rel);
+        if m.unified {
+            let available = v2_controllers(&m.mount_point)?;
+            let wanted: Vec<&str> = ["cpu", "memory"]
+                .into_iter()
+                .filter(|c| available.iter().any(|a| a == c))
+                .collect();
+            if wanted.is_empty() {
+                continue;
+            }
+            let enable: String = wanted
+                .iter()
+                .map(|c| format!("+{c}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let mut current = m.mount_point.clone();
+            for c in rel.components() {
+                write_file(&current.join("cgroup.subtree_control"), &enable)?;
+                current.push(c);
+                create_dir(&current)?;
+            }
+            if wanted.contains(&"memory") {
+                write_file(&dir.join("memory.max"), &memory)?;
+            }
+            if wanted.contains(&"cpu") {
+                write_file(&dir.join("cpu.max"), &format!("{cpu} {CFS_PERIOD_US}"))?;
+            }
+        } else {
+            if m.has_controller("memory") {
+                create_dir(&dir)?;
+                write_file(
+                    &dir.join("memory.limit_in_bytes"),
+                    &limits.memory_bytes.unwrap_or(-1).to_string(),
+                )?;
+            }
+            if !m.has_controller("cpu") {
+                continue;
+            }
+            create_dir(&dir)?;
+            write_file(&dir.join("cpu.cfs_period_us"), &CFS_PERIOD_US.to_string())?;
+            let quota = limits
+                .cpu_quota_us
+                .and_then(|q| i64::try_from(q).ok())
+                .unwrap_or(-1);
+            write_file(&dir.join("cpu.cfs_quota_us"), &quota.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// The limits in force in the parent cgroup `cgroups_path` (`None` when unlimited or when the
+/// hierarchy lacks the controller), read back from the files [`create_parent`] writes.
+pub fn read_parent_limits(
+    mounts: &[CgroupMount],
+    cgroups_path: &Path,
+) -> Result<ParentLimits, CgroupError> {
+    let rel = relative_path(cgroups_path)?;
+    let read = |path: PathBuf| -> Result<Option<String>, CgroupError> {
+        match fs::read_to_string(&path) {
+            Ok(t) => Ok(Some(t.trim().to_string())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(CgroupError::Read { path, source }),
+        }
+    };
+    let mut out = ParentLimits::default();
+    for m in mounts {
+        let dir = m.mount_point.join(&rel);
+        if m.unified {
+            if let Some(v) = read(dir.join("memory.max"))? {
+                out.memory_bytes = out.memory_bytes.or(v.parse().ok());
+            }
+            if let Some(v) = read(dir.join("cpu.max"))? {
+                let q = v.split_whitespace().next().and_then(|q| q.parse().ok());
+                out.cpu_quota_us = out.cpu_quota_us.or(q);
+            }
+        } else {
+            if m.has_controller("memory") {
+                if let Some(v) = read(dir.join("memory.limit_in_bytes"))? {
+                    // v1 shows "unlimited" as a huge page-rounded number.
+                    let b: Option<i64> = v.parse().ok().filter(|b| *b < i64::MAX / 2);
+                    out.memory_bytes = out.memory_bytes.or(b);
+                }
+            }
+            if !m.has_controller("cpu") {
+                continue;
+            }
+            if let Some(v) = read(dir.join("cpu.cfs_quota_us"))? {
+                let q: Option<i64> = v.parse().ok();
+                out.cpu_quota_us = out.cpu_quota_us.or(q.and_then(|q| u64::try_from(q).ok()));
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

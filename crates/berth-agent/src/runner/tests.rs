@@ -546,3 +546,224 @@ async fn unhealthy_dependency_fails_the_start() {
     );
     r.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn awsvpc_task_runs_in_one_sandbox_and_reports_its_network() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = FakeRuntime::with_images(&["bb"], &[]);
+    let control = Arc::new(FakeControl::default());
+    let mut r = runner(dir.path(), &rt, &control, Duration::ZERO);
+    let mut t = task(
+        json!([
+            {"name": "web", "image": "bb", "command": ["sleep"],
+             "portMappings": [{"containerPort": 8080}]},
+            {"name": "side", "image": "bb", "command": ["sleep"]}
+        ]),
+        "RUNNING",
+    );
+    t.task_definition["networkMode"] = json!("awsvpc");
+    t.task_definition["cpu"] = json!("256");
+    t.task_definition["memory"] = json!("512");
+    t.network_configuration = Some(json!({"awsvpcConfiguration": {"subnets": ["subnet-a"]}}));
+    r.apply(std::slice::from_ref(&t), &[]);
+    until("RUNNING", || {
+        control.statuses(ARN).contains(&"RUNNING".to_string())
+    })
+    .await;
+    let sandbox = sandbox_name(&task_id(ARN));
+    {
+        let i = rt.lock();
+        let (spec, addr) = i.sandboxes.get(&sandbox).expect("the task's sandbox");
+        assert_eq!(spec.network.as_deref(), Some("subnet-a"));
+        assert_eq!(spec.cpu_units, Some(256));
+        assert_eq!(spec.memory_bytes, Some(512 << 20));
+        assert!(addr.is_some());
+        // Both containers in it, without a network of their own.
+        assert_eq!(i.containers.len(), 2);
+        for (spec, _) in i.containers.values() {
+            assert_eq!(spec.sandbox.as_deref(), Some(sandbox.as_str()));
+            assert_eq!(spec.network, berth_engine::Network::None);
+        }
+    }
+    let reports = control.reports_of(ARN);
+    // Before the sandbox exists (PENDING) no taskNetwork; from then on, in every report.
+    assert!(reports[0].get("taskNetwork").is_none(), "{}", reports[0]);
+    let running = reports
+        .iter()
+        .find(|r| r["status"] == "RUNNING")
+        .expect("RUNNING report");
+    assert_eq!(
+        running["taskNetwork"],
+        json!({"network": "subnet-a", "privateIpv4Address": "10.9.0.2",
+               "macAddress": "02:42:0a:09:00:02"})
+    );
+    let binding = &container(running, "web")["networkBindings"][0];
+    assert_eq!(binding["bindIP"], "10.9.0.2");
+    assert_eq!(binding["hostPort"], 8080);
+    // Kept in the task record (a restarted agent reports it too).
+    let rec = TaskStore::new(dir.path()).load_all().expect("load");
+    assert_eq!(
+        rec[0]
+            .task_network
+            .as_ref()
+            .map(|n| n.private_ipv4_address.as_str()),
+        Some("10.9.0.2")
+    );
+
+    t.desired_status = "STOPPED".into();
+    r.apply(&[t], &[]);
+    until("cleanup", || r.known_tasks().is_empty()).await;
+    let stopped = control.reports_of(ARN).pop().expect("report");
+    assert_eq!(stopped["status"], "STOPPED");
+    assert_eq!(stopped["taskNetwork"]["privateIpv4Address"], "10.9.0.2");
+    assert!(rt.lock().sandboxes.is_empty(), "sandbox left behind");
+    assert!(rt.events().contains(&format!("remove-sandbox {sandbox}")));
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_tasks_get_a_sandbox_with_the_task_limits_and_no_network() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = FakeRuntime::with_images(&["bb"], &[]);
+    let control = Arc::new(FakeControl::default());
+    let mut r = runner(dir.path(), &rt, &control, Duration::ZERO);
+    let mut t = task(
+        json!([{"name": "app", "image": "bb", "command": ["sleep"]}]),
+        "RUNNING",
+    );
+    t.task_definition["networkMode"] = json!("bridge");
+    t.task_definition["memory"] = json!("512");
+    t.overrides = Some(json!({"cpu": "1024", "memory": "128"}));
+    r.apply(std::slice::from_ref(&t), &[]);
+    until("RUNNING", || {
+        control.statuses(ARN).contains(&"RUNNING".to_string())
+    })
+    .await;
+    {
+        let i = rt.lock();
+        let (spec, addr) = i.sandboxes.values().next().expect("a sandbox");
+        assert_eq!(spec.network, None);
+        assert_eq!(addr, &None);
+        assert_eq!(spec.cpu_units, Some(1024));
+        assert_eq!(spec.memory_bytes, Some(128 << 20));
+    }
+    assert!(control
+        .reports_of(ARN)
+        .iter()
+        .all(|r| r.get("taskNetwork").is_none()));
+    r.apply(&[], &[ARN.to_string()]);
+    until("cleanup", || r.known_tasks().is_empty()).await;
+    assert!(rt.lock().sandboxes.is_empty(), "sandbox left behind");
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_sandbox_fails_the_start_and_leaves_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = FakeRuntime::with_images(&["bb"], &[]);
+    rt.lock().fail_sandboxes = true;
+    let control = Arc::new(FakeControl::default());
+    let mut r = runner(dir.path(), &rt, &control, Duration::ZERO);
+    r.apply(
+        &[task(
+            json!([{"name": "app", "image": "bb", "command": ["sleep"]}]),
+            "RUNNING",
+        )],
+        &[],
+    );
+    until("cleanup", || r.known_tasks().is_empty()).await;
+    let stopped = control.reports_of(ARN).pop().expect("report");
+    assert_eq!(stopped["status"], "STOPPED");
+    assert!(
+        stopped["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("ResourceInitializationError")),
+        "{stopped}"
+    );
+    assert!(rt.lock().containers.is_empty());
+    assert!(rt.events().iter().any(|e| e.starts_with("remove-sandbox")));
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_planes_stop_timeout_replaces_stop_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = FakeRuntime::with_images(&["bb"], &[]);
+    let control = Arc::new(FakeControl::default());
+    let mut r = runner(dir.path(), &rt, &control, Duration::from_secs(3600));
+    let mut t = task(
+        json!([{"name": "app", "image": "bb", "command": ["sleep"], "stopTimeout": 90}]),
+        "RUNNING",
+    );
+    r.apply(std::slice::from_ref(&t), &[]);
+    until("RUNNING", || {
+        control.statuses(ARN).contains(&"RUNNING".to_string())
+    })
+    .await;
+    t.desired_status = "STOPPED".into();
+    t.stop_timeout_seconds = Some(2);
+    r.apply(&[t], &[]);
+    until("STOPPED", || {
+        control.statuses(ARN).last().map(String::as_str) == Some("STOPPED")
+    })
+    .await;
+    let timeouts = rt.lock().stop_timeouts.clone();
+    assert_eq!(timeouts.len(), 1, "{timeouts:?}");
+    assert_eq!(timeouts[0].1, Duration::from_secs(2));
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepull_pulls_missing_images_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = FakeRuntime::with_images(&["local"], &["remote"]);
+    let control = Arc::new(FakeControl::default());
+    let r = runner(dir.path(), &rt, &control, Duration::ZERO);
+    let images = vec!["local".to_string(), "remote".into(), "missing".into()];
+    r.prepull(&images);
+    r.prepull(&images);
+    until("prepulls", || {
+        let p = r.prepull.lock().unwrap_or_else(|p| p.into_inner());
+        p.in_flight.is_empty()
+    })
+    .await;
+    let pulls = |img: &str| {
+        rt.events()
+            .iter()
+            .filter(|e| **e == format!("pull {img}"))
+            .count()
+    };
+    // Present: not pulled; missing: pulled (at most once per call while in flight).
+    assert_eq!(pulls("local"), 0);
+    assert_eq!(pulls("remote"), 1);
+    assert!(rt.local_image("remote").is_some());
+    assert!((1..=2).contains(&pulls("missing")));
+    // Pulled ones are not pulled again; a failed one is tried again.
+    r.prepull(&images);
+    until("prepulls", || {
+        let p = r.prepull.lock().unwrap_or_else(|p| p.into_inner());
+        p.in_flight.is_empty()
+    })
+    .await;
+    assert_eq!(pulls("remote"), 1);
+    r.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_removes_sandboxes_of_tasks_it_no_longer_has() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rt = FakeRuntime::with_images(&["bb"], &[]);
+    let control = Arc::new(FakeControl::default());
+    for name in ["ecs-gone", "other-owner"] {
+        rt.create_sandbox(&berth_engine::SandboxSpec {
+            name: name.into(),
+            ..Default::default()
+        })
+        .expect("sandbox");
+    }
+    let mut r = runner(dir.path(), &rt, &control, Duration::ZERO);
+    r.reload().expect("reload");
+    let left: Vec<String> = rt.lock().sandboxes.keys().cloned().collect();
+    assert_eq!(left, vec!["other-owner".to_string()]);
+    r.shutdown().await;
+}

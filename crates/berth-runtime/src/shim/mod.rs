@@ -45,8 +45,8 @@ use serde::{Deserialize, Serialize};
 pub use restart::{
     ParseRestartPolicyError, RestartPolicy, BACKOFF_INITIAL, BACKOFF_MAX, BACKOFF_RESET_AFTER,
 };
-pub use server::shim_main;
 pub(crate) use server::{receive_console, reset_ignored_signals, thread_count};
+pub use server::{shim_main, SANDBOX_CGROUP_ANNOTATION};
 
 /// File names in a container's state directory.
 pub const STATE_FILE: &str = "state.json";

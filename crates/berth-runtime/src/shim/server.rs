@@ -661,6 +661,9 @@ struct Shim {
     shim_pid: i32,
     shim_start_ticks: u64,
     cgroups_path: PathBuf,
+    /// The parent cgroup of a task sandbox the container runs in ([`SANDBOX_CGROUP_ANNOTATION`])
+    /// and its OOM-kill counter when the current run started.
+    sandbox_cgroup: Option<(PathBuf, u64)>,
     mounts: Vec<CgroupMount>,
     /// The compiled seccomp program the spec names (installed by each run's init).
     seccomp: Option<Filter>,
@@ -722,6 +725,16 @@ impl Shim {
         cgroup::relative_path(&cgroups_path)?;
         let mounts = cgroup::mounts()?;
         let seccomp = Filter::from_spec(&spec)?;
+        let sandbox_cgroup = spec
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(SANDBOX_CGROUP_ANNOTATION))
+            .map(PathBuf::from)
+            .filter(|p| cgroup::relative_path(p).is_ok())
+            .map(|p| {
+                let base = sandbox_oom_count(&mounts, &p);
+                (p, base)
+            });
 
         let listener = bind_socket(&args.state, SOCKET_FILE)?;
         let attach = bind_socket(&args.state, ATTACH_FILE)?;
@@ -790,6 +803,7 @@ impl Shim {
             shim_pid,
             shim_start_ticks: process_start_ticks(shim_pid).unwrap_or(0),
             cgroups_path,
+            sandbox_cgroup,
             mounts,
             seccomp,
             log: JsonLogWriter::new(log_file),
@@ -963,6 +977,9 @@ impl Shim {
         }
         self.started_at = timestamp(now());
         self.run_started = Instant::now();
+        if let Some((path, base)) = &mut self.sandbox_cgroup {
+            *base = sandbox_oom_count(&self.mounts, path);
+        }
         self.pid = init.as_raw();
         self.init_start_ticks = process_start_ticks(init.as_raw()).unwrap_or(0);
         self.running = Some((container, init));
@@ -1539,13 +1556,23 @@ impl Shim {
         self.pty = None;
         self.stdin_pipe = None;
         self.input.clear();
-        let oom_killed = match cgroup::oom_kill_count(&self.mounts, &self.cgroups_path) {
+        let own_oom = match cgroup::oom_kill_count(&self.mounts, &self.cgroups_path) {
             Ok(n) => n.unwrap_or(0) > 0,
             Err(e) => {
                 tracing::warn!(error = %error_chain(&e), "cannot read the OOM-kill counter");
                 false
             }
         };
+        // The kernel counts a kill in the victim's own cgroup (v1 and v2 alike), also when the
+        // sandbox's limit was hit; as a fallback, a SIGKILLed init while the sandbox's counter
+        // rose during this run counts as OOM-killed too.
+        let sigkilled = matches!(status, WaitStatus::Signaled(_, Signal::SIGKILL, _));
+        let sandbox_oom = sigkilled
+            && self
+                .sandbox_cgroup
+                .as_ref()
+                .is_some_and(|(p, base)| sandbox_oom_count(&self.mounts, p) > *base);
+        let oom_killed = own_oom || sandbox_oom;
         if let Some((mut container, init)) = self.running.take() {
             // The init is a zombie: libcontainer sees it stopped, and its pid is not reused yet.
             if let Err(e) = container.delete(true) {
@@ -1667,6 +1694,21 @@ fn catch_stop_signals() {
         // SAFETY: the handler does nothing, so it is async-signal-safe and touches no state.
         if let Err(e) = unsafe { sigaction(sig, &action) } {
             tracing::warn!(?sig, error = %e, "cannot install a signal handler");
+        }
+    }
+}
+
+/// The spec annotation naming the parent cgroup of the task sandbox a container runs in
+/// (its OOM-kill counter is checked too when the container is SIGKILLed).
+pub const SANDBOX_CGROUP_ANNOTATION: &str = "org.berth.sandbox.cgroup";
+
+/// The OOM-kill counter of a sandbox's cgroup (0 when unreadable).
+fn sandbox_oom_count(mounts: &[CgroupMount], path: &Path) -> u64 {
+    match cgroup::oom_kill_count(mounts, path) {
+        Ok(n) => n.unwrap_or(0),
+        Err(e) => {
+            tracing::warn!(error = %error_chain(&e), "cannot read the sandbox's OOM-kill counter");
+            0
         }
     }
 }

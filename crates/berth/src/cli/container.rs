@@ -402,6 +402,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
                 .filter(|s| *s > 0),
             dns: a.dns.clone(),
             dns_search: a.dns_search.clone(),
+            sandbox: None,
         };
         match engine.run(&spec) {
             Ok(r) => Ok(Ok((engine, r.id))),

@@ -1,0 +1,340 @@
+//! The engine's task sandboxes for real (root only; here because this crate has the test
+//! shim binary the engine starts containers with): containers sharing one network namespace,
+//! the sandbox cgroup's limits, an OOM kill caused by the sandbox's limit, and removal that
+//! leaves no namespace mount, veth or cgroup directory. Each test has its own engine root and
+//! network; `Env`'s `Drop` cleans up even when a test fails.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use berth_engine::container::LogReader;
+use berth_engine::{Engine, RunSpec, SandboxSpec};
+use berth_runtime::cgroup;
+
+const APPLETS: &[&str] = &["sh", "sleep", "httpd", "wget", "dd", "seq", "cat", "true"];
+const IMAGE: &str = "localhost:1/sandbox-test/bb:1";
+
+struct Env {
+    dir: tempfile::TempDir,
+    root: PathBuf,
+    engine: Engine,
+    network: Option<String>,
+    sandboxes: Vec<String>,
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn unique(prefix: &str) -> String {
+    use std::io::Read;
+    let mut b = [0u8; 4];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .expect("urandom");
+    format!(
+        "{prefix}{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    )
+}
+
+impl Env {
+    fn new() -> Option<Env> {
+        if !is_root() {
+            assert!(
+                std::env::var("BERTH_REQUIRE_ROOT").as_deref() != Ok("1"),
+                "sandbox tests need root (BERTH_REQUIRE_ROOT=1)"
+            );
+            eprintln!("skipping: sandbox tests need root");
+            return None;
+        }
+        assert!(
+            Path::new("/bin/busybox").exists(),
+            "busybox-static is not installed"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("berth-sandbox-test-")
+            .tempdir()
+            .expect("tempdir");
+        let fs = dir.path().join("fs");
+        std::fs::create_dir_all(fs.join("bin")).expect("mkdir");
+        std::fs::create_dir_all(fs.join("www")).expect("mkdir");
+        std::fs::write(fs.join("www/index.html"), "hello over localhost\n").expect("write");
+        std::fs::copy("/bin/busybox", fs.join("bin/busybox")).expect("copy busybox");
+        for a in APPLETS {
+            std::os::unix::fs::symlink("busybox", fs.join("bin").join(a)).expect("symlink");
+        }
+        let tar = dir.path().join("rootfs.tar");
+        let st = Command::new("tar")
+            .arg("-C")
+            .arg(&fs)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .expect("tar");
+        assert!(st.success());
+        let root = dir.path().join("engine");
+        let engine =
+            Engine::open(&root, env!("CARGO_BIN_EXE_berth-agent-test-shim")).expect("engine");
+        engine
+            .import_image(&tar, IMAGE, &[r#"CMD ["/bin/sh"]"#.to_string()])
+            .expect("import");
+        Some(Env {
+            dir,
+            root,
+            engine,
+            network: None,
+            sandboxes: Vec::new(),
+        })
+    }
+
+    /// A bridge network of its own with a /24 no host route overlaps.
+    fn network(&mut self) -> String {
+        let name = unique("sbnet-");
+        let host_nets = berth_net::host_ipv4_networks().expect("host routes");
+        let cidr = (0..64)
+            .map(|_| {
+                let n = unique("");
+                let b = u8::from_str_radix(&n[..2], 16).expect("hex");
+                format!("10.214.{b}.0/24")
+                    .parse::<berth_net::Ipv4Net>()
+                    .expect("cidr")
+            })
+            .find(|c| !host_nets.iter().any(|h| h.overlaps(c)))
+            .expect("a free /24 in 10.214.0.0/16");
+        let opts = berth_net::CreateOptions {
+            subnet: Some(cidr),
+            ..Default::default()
+        };
+        self.engine
+            .network_store()
+            .expect("networks")
+            .create(&name, opts)
+            .expect("create network");
+        self.network = Some(name.clone());
+        name
+    }
+
+    fn sandbox(&mut self, spec: &SandboxSpec) -> berth_engine::SandboxInfo {
+        self.sandboxes.push(spec.name.clone());
+        self.engine.create_sandbox(spec).expect("create sandbox")
+    }
+
+    fn run(&self, sandbox: &str, cmd: &[&str]) -> String {
+        let spec = RunSpec {
+            image: IMAGE.into(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            detach: true,
+            sandbox: Some(sandbox.into()),
+            ..Default::default()
+        };
+        self.engine.run(&spec).expect("run").id
+    }
+
+    fn wait(&self, id: &str, secs: u64) -> berth_runtime::shim::ExitInfo {
+        self.engine
+            .wait(id, Duration::from_secs(secs))
+            .expect("wait")
+            .unwrap_or_else(|| panic!("container {id} still runs after {secs} s"))
+    }
+
+    fn log(&self, id: &str) -> String {
+        LogReader::new(self.engine.log_path(id))
+            .read_new()
+            .expect("log")
+            .into_iter()
+            .map(|e| e.log)
+            .collect()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Ok(cs) = self.engine.containers(true) {
+            for c in cs {
+                let _ = self.engine.remove_with_volumes(&c.record.id, true, true);
+            }
+        }
+        for s in &self.sandboxes {
+            let _ = self.engine.remove_sandbox(s);
+        }
+        if let (Ok(store), Some(n)) = (self.engine.network_store(), &self.network) {
+            let _ = store.remove(n);
+        }
+        for pid in netd_pids(&self.root.join("netd")) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let root = self.root.display().to_string();
+        let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| m.starts_with(&root))
+            .map(str::to_string)
+            .collect();
+        for m in mounts {
+            let _ = Command::new("umount").arg("-l").arg(&m).status();
+        }
+        let _ = self.dir.path();
+    }
+}
+
+/// Pids of processes whose arguments are `<exe> netd --root <netd_root>`.
+fn netd_pids(netd_root: &Path) -> Vec<i32> {
+    let want = netd_root.display().to_string();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
+                args.len() >= 4
+                    && args[1] == b"netd"
+                    && args[2] == b"--root"
+                    && args[3] == want.as_bytes()
+            })
+        })
+        .collect()
+}
+
+fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
+    let mounts = cgroup::mounts().expect("cgroup mounts");
+    cgroup::dirs(&mounts, Path::new(path))
+        .expect("dirs")
+        .into_iter()
+        .filter(|d| d.exists())
+        .collect()
+}
+
+#[test]
+fn containers_of_a_sandbox_share_localhost_and_removal_leaves_nothing() {
+    let Some(mut env) = Env::new() else { return };
+    let net = env.network();
+    let name = unique("sb");
+    let spec = SandboxSpec {
+        name: name.clone(),
+        network: Some(net.clone()),
+        cpu_units: Some(512),
+        memory_bytes: Some(256 << 20),
+    };
+    let t = Instant::now();
+    let info = env.sandbox(&spec);
+    let create = t.elapsed();
+    let att = info.network.clone().expect("network attachment");
+    assert_eq!(att.network, net);
+    assert!(berth_engine::network::netns_mounted(&att.netns));
+    // Idempotent: the same sandbox again, and found by name and in the list.
+    assert_eq!(env.engine.create_sandbox(&spec).expect("again"), info);
+    assert_eq!(env.engine.sandbox(&name).expect("by name"), info);
+    assert!(env
+        .engine
+        .sandboxes()
+        .expect("list")
+        .iter()
+        .any(|s| s.name == name));
+
+    let server = env.run(
+        &name,
+        &["httpd", "-f", "-p", "127.0.0.1:8080", "-h", "/www"],
+    );
+    let client = env.run(
+        &name,
+        &[
+            "sh",
+            "-c",
+            "for i in $(seq 1 100); do wget -q -O - http://127.0.0.1:8080/index.html && exit 0; sleep 0.1; done; exit 1",
+        ],
+    );
+    let exit = env.wait(&client, 30);
+    assert_eq!(exit.exit_code, 0, "client log: {}", env.log(&client));
+    assert!(env.log(&client).contains("hello over localhost"));
+    // The containers' cgroups are children of the sandbox's.
+    let server_cg = format!("{}/{server}", info.cgroups_path);
+    assert!(!cgroup_dirs(&server_cg).is_empty(), "{server_cg}");
+    // Publishing and a network of its own are refused in a networked sandbox.
+    let refused = env.engine.run(&RunSpec {
+        image: IMAGE.into(),
+        publish: vec!["8081:80".into()],
+        detach: true,
+        sandbox: Some(name.clone()),
+        ..Default::default()
+    });
+    assert!(refused.is_err(), "publish in a sandbox must be refused");
+    // Running containers keep the sandbox.
+    assert!(env.engine.remove_sandbox(&name).is_err());
+
+    env.engine.remove(&server, true).expect("rm server");
+    env.engine.remove(&client, true).expect("rm client");
+    let veth = berth_net::host_veth_name(&att.network_id, &format!("sandbox-{name}"));
+    assert!(Path::new("/sys/class/net").join(&veth).exists(), "{veth}");
+    let t = Instant::now();
+    env.engine.remove_sandbox(&name).expect("remove");
+    let remove = t.elapsed();
+    eprintln!("sandbox with network: create {create:?}, remove {remove:?}");
+    assert!(!berth_engine::network::netns_mounted(&att.netns));
+    assert!(!att.netns.exists());
+    assert!(!Path::new("/sys/class/net").join(&veth).exists(), "{veth}");
+    assert!(cgroup_dirs(&info.cgroups_path).is_empty());
+    assert!(matches!(
+        env.engine.sandbox(&name),
+        Err(berth_engine::ContainerError::NoSuchSandbox(_))
+    ));
+    let store = env.engine.network_store().expect("store");
+    let n = store.get(&net).expect("net");
+    assert!(store.endpoints(&n).expect("endpoints").is_empty());
+    // Idempotent.
+    env.engine.remove_sandbox(&name).expect("remove again");
+}
+
+#[test]
+fn sandbox_limits_are_in_its_cgroup_and_bind_its_containers() {
+    let Some(mut env) = Env::new() else { return };
+    let name = unique("sb");
+    let t = Instant::now();
+    let info = env.sandbox(&SandboxSpec {
+        name: name.clone(),
+        network: None,
+        cpu_units: Some(512),
+        memory_bytes: Some(32 << 20),
+    });
+    eprintln!("sandbox without network: create {:?}", t.elapsed());
+    assert!(info.network.is_none());
+    let mounts = cgroup::mounts().expect("mounts");
+    let limits =
+        cgroup::read_parent_limits(&mounts, Path::new(&info.cgroups_path)).expect("limits");
+    assert_eq!(limits.memory_bytes, Some(32 << 20));
+    assert_eq!(limits.cpu_quota_us, Some(50_000));
+
+    // A hog within its own (absent) limit but above the sandbox's is OOM-killed.
+    let hog = env.run(
+        &name,
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=96M", "count=1"],
+    );
+    let exit = env.wait(&hog, 30);
+    assert!(exit.oom_killed, "{exit:?}, log: {}", env.log(&hog));
+    assert_eq!(exit.exit_code, 137, "{exit:?}");
+    // A container that only sleeps and is stopped is not.
+    let sleeper = env.run(&name, &["sleep", "30"]);
+    let info2 = env
+        .engine
+        .stop(&sleeper, Some(Duration::from_secs(1)))
+        .expect("stop");
+    match info2.state {
+        berth_engine::ContainerState::Exited(e) => assert!(!e.oom_killed, "{e:?}"),
+        s => panic!("{s:?}"),
+    }
+    env.engine.remove(&hog, true).expect("rm");
+    env.engine.remove(&sleeper, true).expect("rm");
+    let t = Instant::now();
+    env.engine.remove_sandbox(&name).expect("remove");
+    eprintln!("sandbox without network: remove {:?}", t.elapsed());
+    assert!(cgroup_dirs(&info.cgroups_path).is_empty());
+}
