@@ -176,7 +176,7 @@ fn fargate_tasks_get_their_own_addresses_limits_and_oom() {
              "portMappings": [{"containerPort": 8080}]},
             // Reaches the app container on localhost: one network namespace per task.
             {"name": "probe", "image": image, "essential": false,
-             "command": ["sh", "-c", "for i in $(seq 1 200); do wget -q -O /dev/null http://127.0.0.1:8080/id && exit 0; sleep 0.1; done; exit 1"]},
+             "command": ["sh", "-c", "for i in $(busybox seq 1 200); do busybox wget -q -O /dev/null http://127.0.0.1:8080/id && exit 0; sleep 0.1; done; exit 1"]},
         ]),
     );
     let t0 = Instant::now();
@@ -218,6 +218,7 @@ fn fargate_tasks_get_their_own_addresses_limits_and_oom() {
     let got = e.agent_berth(&[
         "exec",
         &app_id,
+        "busybox",
         "wget",
         "-q",
         "-O",
@@ -260,7 +261,7 @@ fn fargate_tasks_get_their_own_addresses_limits_and_oom() {
         "256",
         "512",
         j!([{"name": "hog", "image": image,
-             "command": ["dd", "if=/dev/zero", "of=/dev/null", "bs=1024M", "count=1"]}]),
+             "command": ["busybox", "dd", "if=/dev/zero", "of=/dev/null", "bs=1024M", "count=1"]}]),
     );
     let hog = run_fargate(&e, "hog", "1").remove(0);
     let t = e.wait_status(&hog, "STOPPED", 60);
@@ -372,6 +373,8 @@ fn fargate_spot_service_behind_the_load_balancer_is_replaced_when_reclaimed() {
         "/id",
         "--health-check-interval-seconds",
         "5",
+        "--health-check-timeout-seconds",
+        "2",
         "--healthy-threshold-count",
         "2",
     ]);
