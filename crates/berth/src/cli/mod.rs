@@ -9,6 +9,7 @@ mod distribution;
 mod image;
 pub(crate) mod network;
 mod registry;
+mod sandbox;
 mod serve;
 mod volume;
 
@@ -77,6 +78,8 @@ pub enum Command {
     Network(network::NetworkArgs),
     /// Manage volumes.
     Volume(volume::VolumeArgs),
+    /// Show or remove task sandboxes (a task's shared network namespace and cgroup).
+    Sandbox(sandbox::SandboxArgs),
     /// Run a command in a running container.
     Exec(container::ExecArgs),
     /// Show containers or images as JSON.
@@ -159,6 +162,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rm(a) => container::rm(a).await,
         Command::Inspect(a) => container::inspect(a).await,
         Command::Volume(a) => volume::run(a).await,
+        Command::Sandbox(a) => sandbox::run(a).await,
         Command::Network(a) => network::run(a).await,
         Command::Netd(_) => anyhow::bail!("`berth netd` must run before the async runtime starts"),
         Command::Exec(_) => anyhow::bail!("`berth exec` must run before the async runtime starts"),

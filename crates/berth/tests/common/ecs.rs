@@ -302,6 +302,12 @@ pub fn clean_engine(root: &Path) {
             let _ = berth(&["rm", "-f", id]);
         }
     }
+    // Sandboxes (tasks' shared namespaces) hold their network: before the networks.
+    if let Ok(out) = berth(&["sandbox", "ls", "-q"]) {
+        for name in String::from_utf8_lossy(&out.stdout).lines() {
+            let _ = berth(&["sandbox", "rm", name]);
+        }
+    }
     if let Ok(out) = berth(&["network", "ls", "-q"]) {
         for id in String::from_utf8_lossy(&out.stdout).lines() {
             let _ = berth(&["network", "rm", id]);
