@@ -579,7 +579,7 @@ def main():
     _, doc = ecs.call("RegisterTaskDefinition", family=f"boto-{sfx}-fg", networkMode="awsvpc",
                       requiresCompatibilities=["FARGATE"], cpu="256", memory="512",
                       containerDefinitions=[{"name": "s", "image": image, "command": ["sleep", "3600"],
-                                             "stopTimeout": 1}])
+                                             "stopTimeout": 2}])
     fg_td = doc["taskDefinition"]["taskDefinitionArn"]
     check(doc["taskDefinition"]["compatibilities"] == ["EC2", "FARGATE"], f"compatibilities {doc}")
     vpc = {"awsvpcConfiguration": {"subnets": [f"subnet-{sfx}"], "securityGroups": ["sg-1"]}}
