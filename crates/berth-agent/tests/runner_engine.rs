@@ -835,3 +835,45 @@ async fn awsvpc_containers_share_localhost_and_tasks_get_their_own_address() {
     assert!(store.endpoints(&net).expect("endpoints").is_empty());
     runner.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fargate_tasks_write_into_their_ephemeral_storage() {
+    let Some(env) = Env::new() else { return };
+    let control = Arc::new(FakeControl::default());
+    let mut runner = env.runner(&control, Duration::ZERO);
+    let arn = new_arn();
+    let mut t = task(
+        &arn,
+        "none",
+        json!([{"name": "app", "image": IMAGE, "command": ["sh", "-c", "echo data > /file; sleep 60"],
+                "stopTimeout": 1}]),
+        "RUNNING",
+    );
+    t.launch_type = Some("FARGATE".into());
+    t.task_definition["ephemeralStorage"] = json!({"sizeInGiB": 21});
+    runner.apply(std::slice::from_ref(&t), &[]);
+    until("RUNNING", 60, || {
+        let s = last_status(&control, &arn);
+        s.as_deref() == Some("RUNNING") || s.as_deref() == Some("STOPPED")
+    })
+    .await;
+    let running = control.reports_of(&arn).pop().expect("report");
+    assert_eq!(running["status"], "RUNNING", "{running}");
+    let sandboxes = env.engine.sandboxes().expect("sandboxes");
+    assert_eq!(sandboxes.len(), 1);
+    let sb = &sandboxes[0];
+    assert_eq!(sb.storage_bytes, Some(21 << 30));
+    let scratch = sb.scratch.clone().expect("scratch");
+    let id = container(&running, "app")["runtimeId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let file = scratch.join(&id).join("upper/file");
+    until("the container's write", 30, || file.exists()).await;
+    t.desired_status = "STOPPED".into();
+    runner.apply(&[t], &[]);
+    until("cleanup", 60, || runner.known_tasks().is_empty()).await;
+    assert!(env.engine.sandboxes().expect("sandboxes").is_empty());
+    assert!(!scratch.exists(), "{}", scratch.display());
+    runner.shutdown().await;
+}
