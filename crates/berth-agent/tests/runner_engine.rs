@@ -1,7 +1,7 @@
 //! The task runner on a real engine (root only): real containers from a busybox image made
 //! from Debian's busybox-static, a fake control plane in process that records the reports.
 //! Each test has its own engine root, data directory and network names; `Env`'s `Drop`
-//! removes containers, volumes, networks and mounts even when the test fails.
+//! removes containers, sandboxes, volumes, networks and mounts even when the test fails.
 //! Without root: skipped with a notice, or failed when `BERTH_REQUIRE_ROOT=1`.
 
 use std::net::TcpStream;
@@ -130,6 +130,12 @@ impl Drop for Env {
         if let Ok(cs) = self.engine.containers(true) {
             for c in cs {
                 let _ = self.engine.remove_with_volumes(&c.record.id, true, true);
+            }
+        }
+        // Sandboxes of tasks a failed test left (this root's only).
+        if let Ok(ss) = self.engine.sandboxes() {
+            for s in ss {
+                let _ = self.engine.remove_sandbox(&s.name);
             }
         }
         if let Ok(vs) = self.engine.volumes() {
