@@ -57,6 +57,9 @@ pub struct AgentConfig {
     /// The address other hosts reach this host's published ports on (the `berth.address`
     /// attribute); `None`: the local address of the route to the control plane.
     pub address: Option<std::net::IpAddr>,
+    /// This agent also offers Fargate platform capacity: registers with the attribute
+    /// `berth.platform=true`.
+    pub platform: bool,
 }
 
 impl AgentConfig {
@@ -82,6 +85,7 @@ impl AgentConfig {
             poll_wait: DEFAULT_POLL_WAIT,
             registry: RegistryOptions::from_env(),
             address: None,
+            platform: false,
         }
     }
 }
@@ -258,6 +262,12 @@ async fn instance_attributes(cfg: &AgentConfig) -> Vec<(String, Option<String>)>
         None => tracing::warn!(control = %cfg.control_url,
             "cannot tell this host's address from the control URL; no berth.address attribute"),
     }
+    if cfg.platform {
+        attrs.push((
+            host::PLATFORM_ATTRIBUTE.to_string(),
+            Some("true".to_string()),
+        ));
+    }
     attrs.extend(cfg.attributes.iter().cloned());
     attrs
 }
@@ -359,6 +369,7 @@ mod tests {
             Some(Value::from("127.0.0.1"))
         );
         assert_eq!(attr(&regs[0], "rack"), Some(Value::from("r1")));
+        assert_eq!(attr(&regs[0], "berth.platform"), None);
         assert_eq!(regs[1]["containerInstanceArn"], arn);
         // Another cluster: not reused. A configured address wins.
         cfg.cluster = "other".into();
@@ -385,6 +396,11 @@ mod tests {
                 .map(|a| a.iter().filter(|x| x["name"] == "berth.address").count()),
             Some(1)
         );
+        // `--platform`: Fargate platform capacity.
+        cfg.platform = true;
+        register(&cfg, control.as_ref()).await.expect("register");
+        let regs = control.registrations();
+        assert_eq!(attr(&regs[4], "berth.platform"), Some(Value::from("true")));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -58,6 +58,10 @@ fn parse_mem_total_kib(meminfo: &str) -> Option<i64> {
 
 /// The instance attribute naming the address other hosts reach this host's published ports on.
 pub const ADDRESS_ATTRIBUTE: &str = "berth.address";
+/// The instance attribute (value `true`) of an agent that also offers Fargate platform
+/// capacity (`berth agent --platform`): the control plane may place FARGATE tasks on it and
+/// sends it `prepullImages`.
+pub const PLATFORM_ATTRIBUTE: &str = "berth.platform";
 
 /// The local address of the route to the control plane at `control_url` (the address of the
 /// socket the agent reaches it from; 127.0.0.1 for a loopback URL). A connected UDP socket

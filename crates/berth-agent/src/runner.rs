@@ -24,7 +24,10 @@ use crate::health::{self, HealthStatus};
 use crate::order::Condition;
 use crate::report::{Report, Reporter};
 use crate::runtime::{Container, Exit, RegistryAuth, Runtime, RuntimeError, State};
-use crate::spec::{plan_task, sandbox_name, task_id, NetworkPlan, TaskPlan, SANDBOX_PREFIX};
+use crate::spec::{
+    ephemeral_storage_bytes, plan_task, sandbox_name, task_id, NetworkPlan, TaskPlan,
+    SANDBOX_PREFIX,
+};
 use crate::state::{
     ContainerRecord, ContainerStatus, NetworkBinding, StateError, TaskRecord, TaskStatus, TaskStore,
 };
@@ -903,6 +906,10 @@ impl Actor {
             network: plan.sandbox.network.clone(),
             cpu_units: plan.sandbox.cpu_units,
             memory_bytes: plan.sandbox.memory_bytes,
+            storage_bytes: ephemeral_storage_bytes(
+                &self.rec.task_definition,
+                self.rec.launch_type.as_deref(),
+            ),
         };
         let res = self.blocking(move |rt| rt.create_sandbox(&spec)).await;
         match res.and_then(|r| r) {

@@ -95,6 +95,25 @@ pub struct SandboxPlan {
     pub memory_bytes: Option<i64>,
 }
 
+/// Fargate's ephemeral storage when the task definition names none, in GiB.
+pub const DEFAULT_EPHEMERAL_STORAGE_GIB: u64 = 20;
+
+/// The size limit of a task's writable layers: for FARGATE tasks the task definition's
+/// `ephemeralStorage.sizeInGiB` (default [`DEFAULT_EPHEMERAL_STORAGE_GIB`]), in bytes; other
+/// launch types have none.
+pub fn ephemeral_storage_bytes(task_definition: &Value, launch_type: Option<&str>) -> Option<u64> {
+    if launch_type != Some("FARGATE") {
+        return None;
+    }
+    let gib = task_definition
+        .get("ephemeralStorage")
+        .and_then(|e| e.get("sizeInGiB"))
+        .and_then(Value::as_u64)
+        .filter(|g| *g > 0)
+        .unwrap_or(DEFAULT_EPHEMERAL_STORAGE_GIB);
+    Some(gib << 30)
+}
+
 /// The sandbox name of a task.
 pub fn sandbox_name(task_id: &str) -> String {
     format!("{SANDBOX_PREFIX}{task_id}")
@@ -781,6 +800,22 @@ mod tests {
         assert_eq!(
             plan(td("bridge", ranged)).containers[0].run.publish,
             vec!["9000-9002/udp"]
+        );
+    }
+
+    #[test]
+    fn ephemeral_storage_of_fargate_tasks() {
+        let td = json!({"family": "f", "ephemeralStorage": {"sizeInGiB": 30}});
+        assert_eq!(
+            ephemeral_storage_bytes(&td, Some("FARGATE")),
+            Some(30 << 30)
+        );
+        assert_eq!(ephemeral_storage_bytes(&td, Some("EC2")), None);
+        assert_eq!(ephemeral_storage_bytes(&td, None), None);
+        let td = json!({"family": "f"});
+        assert_eq!(
+            ephemeral_storage_bytes(&td, Some("FARGATE")),
+            Some(20 << 30)
         );
     }
 

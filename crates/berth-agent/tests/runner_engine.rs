@@ -1,7 +1,7 @@
 //! The task runner on a real engine (root only): real containers from a busybox image made
 //! from Debian's busybox-static, a fake control plane in process that records the reports.
 //! Each test has its own engine root, data directory and network names; `Env`'s `Drop`
-//! removes containers, volumes, networks and mounts even when the test fails.
+//! removes containers, sandboxes, volumes, networks and mounts even when the test fails.
 //! Without root: skipped with a notice, or failed when `BERTH_REQUIRE_ROOT=1`.
 
 use std::net::TcpStream;
@@ -130,6 +130,12 @@ impl Drop for Env {
         if let Ok(cs) = self.engine.containers(true) {
             for c in cs {
                 let _ = self.engine.remove_with_volumes(&c.record.id, true, true);
+            }
+        }
+        // Sandboxes of tasks a failed test left (this root's only).
+        if let Ok(ss) = self.engine.sandboxes() {
+            for s in ss {
+                let _ = self.engine.remove_sandbox(&s.name);
             }
         }
         if let Ok(vs) = self.engine.volumes() {
@@ -833,5 +839,47 @@ async fn awsvpc_containers_share_localhost_and_tasks_get_their_own_address() {
     let store = env.engine.network_store().expect("store");
     let net = store.get(&subnet).expect("net");
     assert!(store.endpoints(&net).expect("endpoints").is_empty());
+    runner.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fargate_tasks_write_into_their_ephemeral_storage() {
+    let Some(env) = Env::new() else { return };
+    let control = Arc::new(FakeControl::default());
+    let mut runner = env.runner(&control, Duration::ZERO);
+    let arn = new_arn();
+    let mut t = task(
+        &arn,
+        "none",
+        json!([{"name": "app", "image": IMAGE, "command": ["sh", "-c", "echo data > /file; sleep 60"],
+                "stopTimeout": 1}]),
+        "RUNNING",
+    );
+    t.launch_type = Some("FARGATE".into());
+    t.task_definition["ephemeralStorage"] = json!({"sizeInGiB": 21});
+    runner.apply(std::slice::from_ref(&t), &[]);
+    until("RUNNING", 60, || {
+        let s = last_status(&control, &arn);
+        s.as_deref() == Some("RUNNING") || s.as_deref() == Some("STOPPED")
+    })
+    .await;
+    let running = control.reports_of(&arn).pop().expect("report");
+    assert_eq!(running["status"], "RUNNING", "{running}");
+    let sandboxes = env.engine.sandboxes().expect("sandboxes");
+    assert_eq!(sandboxes.len(), 1);
+    let sb = &sandboxes[0];
+    assert_eq!(sb.storage_bytes, Some(21 << 30));
+    let scratch = sb.scratch.clone().expect("scratch");
+    let id = container(&running, "app")["runtimeId"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let file = scratch.join(&id).join("upper/file");
+    until("the container's write", 30, || file.exists()).await;
+    t.desired_status = "STOPPED".into();
+    runner.apply(&[t], &[]);
+    until("cleanup", 60, || runner.known_tasks().is_empty()).await;
+    assert!(env.engine.sandboxes().expect("sandboxes").is_empty());
+    assert!(!scratch.exists(), "{}", scratch.display());
     runner.shutdown().await;
 }

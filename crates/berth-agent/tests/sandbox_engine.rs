@@ -224,6 +224,7 @@ fn containers_of_a_sandbox_share_localhost_and_removal_leaves_nothing() {
         network: Some(net.clone()),
         cpu_units: Some(512),
         memory_bytes: Some(256 << 20),
+        storage_bytes: None,
     };
     let t = Instant::now();
     let info = env.sandbox(&spec);
@@ -304,6 +305,7 @@ fn sandbox_limits_are_in_its_cgroup_and_bind_its_containers() {
         network: None,
         cpu_units: Some(512),
         memory_bytes: Some(32 << 20),
+        storage_bytes: None,
     });
     eprintln!("sandbox without network: create {:?}", t.elapsed());
     assert!(info.network.is_none());
@@ -337,4 +339,120 @@ fn sandbox_limits_are_in_its_cgroup_and_bind_its_containers() {
     env.engine.remove_sandbox(&name).expect("remove");
     eprintln!("sandbox without network: remove {:?}", t.elapsed());
     assert!(cgroup_dirs(&info.cgroups_path).is_empty());
+}
+
+#[test]
+fn ephemeral_storage_bounds_what_the_containers_write() {
+    let Some(mut env) = Env::new() else { return };
+    let name = unique("sb");
+    let spec = SandboxSpec {
+        name: name.clone(),
+        storage_bytes: Some(64 << 20),
+        ..Default::default()
+    };
+    // The first one formats the template; the next ones only copy and mount it.
+    let info = env.sandbox(&spec);
+    let other = unique("sb");
+    let t = std::time::Instant::now();
+    let info2 = env.sandbox(&SandboxSpec {
+        name: other.clone(),
+        ..spec.clone()
+    });
+    let with_storage = t.elapsed();
+    let t = std::time::Instant::now();
+    let plain = unique("sb");
+    env.sandbox(&SandboxSpec {
+        name: plain.clone(),
+        ..Default::default()
+    });
+    eprintln!(
+        "sandbox create: with 64 MiB ephemeral storage {with_storage:?}, without {:?}",
+        t.elapsed()
+    );
+    let scratch = info.scratch.clone().expect("scratch");
+    // A writer of 100 MiB fails for want of space; the other sandbox's storage is its own.
+    let hog = env.run(
+        &name,
+        &["dd", "if=/dev/zero", "of=/big", "bs=1M", "count=100"],
+    );
+    let exit = env.wait(&hog, 30);
+    assert_ne!(exit.exit_code, 0, "{exit:?}");
+    assert!(
+        env.log(&hog).contains("No space left"),
+        "log: {}",
+        env.log(&hog)
+    );
+    assert!(scratch.join(&hog).join("upper").exists());
+    let ok = env.run(
+        &other,
+        &["dd", "if=/dev/zero", "of=/small", "bs=1M", "count=8"],
+    );
+    assert_eq!(env.wait(&ok, 30).exit_code, 0, "{}", env.log(&ok));
+    env.engine.remove(&hog, true).expect("rm");
+    assert!(!scratch.join(&hog).exists());
+    env.engine.remove(&ok, true).expect("rm");
+    let t = std::time::Instant::now();
+    env.engine.remove_sandbox(&name).expect("remove");
+    eprintln!("sandbox remove with ephemeral storage: {:?}", t.elapsed());
+    env.engine.remove_sandbox(&other).expect("remove");
+    env.engine.remove_sandbox(&plain).expect("remove");
+    for s in [&info, &info2] {
+        let dir = s.scratch.as_ref().expect("scratch");
+        assert!(!dir.exists(), "{}", dir.display());
+    }
+    let loops = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    assert!(!loops.contains(&name), "{loops}");
+    let lo = Command::new("losetup").arg("-a").output().expect("losetup");
+    let lo = String::from_utf8_lossy(&lo.stdout);
+    assert!(!lo.contains(&name) && !lo.contains(&other), "{lo}");
+}
+
+/// Fargate's default (20 GiB): the file system has that size, the image stays sparse, and
+/// the per-sandbox start cost (after the one-time template) is printed.
+#[test]
+fn ephemeral_storage_of_20_gib_is_sparse_and_cheap_to_start() {
+    let Some(mut env) = Env::new() else { return };
+    let bytes = 20u64 << 30;
+    let mut times = Vec::new();
+    let mut infos = Vec::new();
+    for i in 0..6 {
+        let name = unique("sb");
+        let t = Instant::now();
+        let info = env.sandbox(&SandboxSpec {
+            name,
+            storage_bytes: Some(bytes),
+            ..Default::default()
+        });
+        if i > 0 {
+            times.push(t.elapsed());
+        }
+        infos.push(info);
+    }
+    times.sort();
+    eprintln!(
+        "20 GiB ephemeral storage: sandbox create (template ready) median {:?}, min {:?}, max {:?}",
+        times[times.len() / 2],
+        times[0],
+        times[times.len() - 1]
+    );
+    let scratch = infos[0].scratch.clone().expect("scratch");
+    let st = nix::sys::statvfs::statvfs(&scratch).expect("statvfs");
+    let size = st.blocks() * st.fragment_size();
+    assert!(size > (19u64 << 30) && size <= bytes, "{size}");
+    use std::os::unix::fs::MetadataExt;
+    let image = scratch.with_file_name("scratch.img");
+    let allocated = std::fs::metadata(&image).expect("image").blocks() * 512;
+    assert!(allocated < 64 << 20, "{allocated} bytes allocated");
+    let mut removes = Vec::new();
+    for info in &infos {
+        let t = Instant::now();
+        env.engine.remove_sandbox(&info.name).expect("remove");
+        removes.push(t.elapsed());
+        assert!(!image.exists() || info.name != infos[0].name);
+    }
+    removes.sort();
+    eprintln!(
+        "20 GiB ephemeral storage: sandbox remove median {:?}",
+        removes[removes.len() / 2]
+    );
 }

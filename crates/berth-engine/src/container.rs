@@ -760,9 +760,14 @@ impl Engine {
     ) -> Result<ContainerRecord, ContainerError> {
         let dir = self.container_dir(id);
         let lower = self.prepare_layers(image)?;
+        // In a sandbox with ephemeral storage, what the container writes goes there.
+        let writable = match sandbox.and_then(|s| s.scratch.as_ref()) {
+            Some(scratch) => scratch.join(id),
+            None => dir.clone(),
+        };
         let (upper, work, rootfs, bundle) = (
-            dir.join("upper"),
-            dir.join("work"),
+            writable.join("upper"),
+            writable.join("work"),
             dir.join("rootfs"),
             dir.join("bundle"),
         );
@@ -1036,6 +1041,18 @@ impl Engine {
             let _ = berth_net::delete_netns(&netns);
         }
         overlay::unmount(&dir.join("rootfs"))?;
+        // Its writable layer in its sandbox's ephemeral storage.
+        if let Ok(Some(sb)) = self.read_record(id).map(|r| r.options.sandbox) {
+            let scratch = self
+                .root
+                .join("sandboxes")
+                .join(sb)
+                .join("scratch")
+                .join(id);
+            if scratch.exists() {
+                fs::remove_dir_all(&scratch).map_err(io_err("remove", &scratch))?;
+            }
+        }
         let runtime = self.root.join("run").join(id);
         if runtime.exists() {
             fs::remove_dir_all(&runtime).map_err(io_err("remove", &runtime))?;

@@ -20,6 +20,7 @@ pub mod image;
 pub mod network;
 pub mod overlay;
 pub mod sandbox;
+mod scratch;
 pub mod volume;
 
 use std::fs::File;

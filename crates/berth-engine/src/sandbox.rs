@@ -36,6 +36,10 @@ pub struct SandboxSpec {
     pub cpu_units: Option<u64>,
     /// Hard memory limit of all its containers together, in bytes.
     pub memory_bytes: Option<i64>,
+    /// Size limit of everything its containers write (their overlay upper directories), in
+    /// bytes: a loop-mounted ext4 image (Fargate's ephemeral storage). `None`: no limit.
+    #[serde(default)]
+    pub storage_bytes: Option<u64>,
 }
 
 /// A sandbox as recorded (`sandboxes/<name>/sandbox.json`).
@@ -49,6 +53,11 @@ pub struct SandboxInfo {
     /// The CFS quota written, in microseconds per 100 ms.
     pub cpu_quota_us: Option<u64>,
     pub memory_bytes: Option<i64>,
+    /// The mounted size-limited file system that holds its containers' upper directories.
+    #[serde(default)]
+    pub scratch: Option<PathBuf>,
+    #[serde(default)]
+    pub storage_bytes: Option<u64>,
     pub created: String,
 }
 
@@ -128,7 +137,11 @@ impl Engine {
         }
         let _lock = self.sandbox_lock()?;
         if let Some(info) = self.read_sandbox(&spec.name)? {
-            if info.netns().is_none_or(crate::network::netns_mounted) {
+            let scratch_ok = info
+                .scratch
+                .as_deref()
+                .is_none_or(crate::scratch::is_mount_point);
+            if info.netns().is_none_or(crate::network::netns_mounted) && scratch_ok {
                 return Ok(info);
             }
             // The namespace is gone (a reboot): start again.
@@ -147,6 +160,8 @@ impl Engine {
             network: None,
             cpu_quota_us: spec.cpu_units.map(ParentLimits::quota_for_cpu_units),
             memory_bytes: spec.memory_bytes,
+            scratch: None,
+            storage_bytes: spec.storage_bytes,
             created: fsutil::now(),
         };
         let res = (|| {
@@ -160,6 +175,9 @@ impl Engine {
                 },
             )
             .map_err(cgroup_err)?;
+            if let Some(bytes) = spec.storage_bytes {
+                info.scratch = Some(self.mount_scratch(&dir, bytes)?);
+            }
             if let Some(net) = &net {
                 info.network = Some(self.attach_sandbox(&spec.name, &dir, net)?);
             }
@@ -307,6 +325,14 @@ impl Engine {
         let netns = dir.join("netns");
         if netns.exists() {
             berth_net::delete_netns(&netns).map_err(|e| ContainerError::Network(e.to_string()))?;
+        }
+        let scratch = dir.join("scratch");
+        self.unmount_scratch(&scratch)?;
+        if crate::scratch::is_mount_point(&scratch) {
+            return Err(ContainerError::Sandbox(format!(
+                "{} is still mounted",
+                scratch.display()
+            )));
         }
         let mounts = cgroup::mounts().map_err(cgroup_err)?;
         let cg = info

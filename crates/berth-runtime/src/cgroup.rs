@@ -493,6 +493,98 @@ mod tests {
     }
 
     #[test]
+    fn parent_limits_on_v1_and_pure_v2() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (mem, cpu, pids, uni) = (
+            tmp.path().join("memory"),
+            tmp.path().join("cpu"),
+            tmp.path().join("pids"),
+            tmp.path().join("unified"),
+        );
+        for d in [&mem, &cpu, &pids, &uni] {
+            fs::create_dir_all(d).expect("mkdir");
+        }
+        let v1 = vec![
+            CgroupMount {
+                mount_point: mem.clone(),
+                unified: false,
+                options: vec!["memory".into()],
+            },
+            CgroupMount {
+                mount_point: cpu.clone(),
+                unified: false,
+                options: vec!["cpu".into()],
+            },
+            CgroupMount {
+                mount_point: pids.clone(),
+                unified: false,
+                options: vec!["pids".into()],
+            },
+        ];
+        let limits = ParentLimits {
+            cpu_quota_us: Some(ParentLimits::quota_for_cpu_units(256)),
+            memory_bytes: Some(128 << 20),
+        };
+        let path = Path::new("/berth/sandbox-x");
+        create_parent(&v1, path, &limits).expect("v1");
+        let read = |p: PathBuf| fs::read_to_string(p).expect("read");
+        assert_eq!(
+            read(mem.join("berth/sandbox-x/memory.limit_in_bytes")),
+            "134217728"
+        );
+        assert_eq!(read(cpu.join("berth/sandbox-x/cpu.cfs_quota_us")), "25000");
+        assert_eq!(
+            read(cpu.join("berth/sandbox-x/cpu.cfs_period_us")),
+            "100000"
+        );
+        // Other hierarchies get their directories from libcgroups when a container joins.
+        assert!(!pids.join("berth/sandbox-x").exists());
+        assert_eq!(read_parent_limits(&v1, path).expect("read"), limits);
+
+        // Pure v2: controllers enabled down the path, then memory.max and cpu.max.
+        fs::write(
+            uni.join("cgroup.controllers"),
+            "cpuset cpu io memory pids\n",
+        )
+        .expect("w");
+        let v2 = vec![CgroupMount {
+            mount_point: uni.clone(),
+            unified: true,
+            options: vec![],
+        }];
+        create_parent(&v2, path, &limits).expect("v2");
+        assert_eq!(read(uni.join("cgroup.subtree_control")), "+cpu +memory");
+        assert_eq!(
+            read(uni.join("berth/cgroup.subtree_control")),
+            "+cpu +memory"
+        );
+        assert_eq!(read(uni.join("berth/sandbox-x/memory.max")), "134217728");
+        assert_eq!(read(uni.join("berth/sandbox-x/cpu.max")), "25000 100000");
+        assert_eq!(read_parent_limits(&v2, path).expect("read"), limits);
+        // No limits: unlimited values.
+        create_parent(&v2, path, &ParentLimits::default()).expect("v2");
+        assert_eq!(read(uni.join("berth/sandbox-x/memory.max")), "max");
+        assert_eq!(read(uni.join("berth/sandbox-x/cpu.max")), "max 100000");
+        assert_eq!(
+            read_parent_limits(&v2, path).expect("read"),
+            ParentLimits::default()
+        );
+        // A hybrid host's v2 mount without cpu/memory is left alone.
+        let hy = tmp.path().join("hybrid");
+        fs::create_dir_all(&hy).expect("mkdir");
+        fs::write(hy.join("cgroup.controllers"), "hugetlb\n").expect("w");
+        let hybrid = vec![CgroupMount {
+            mount_point: hy.clone(),
+            unified: true,
+            options: vec![],
+        }];
+        create_parent(&hybrid, path, &limits).expect("hybrid");
+        assert!(!hy.join("berth").exists());
+        assert_eq!(ParentLimits::quota_for_cpu_units(1), 1000);
+        assert_eq!(ParentLimits::quota_for_cpu_units(1024), 100_000);
+    }
+
+    #[test]
     fn oom_count_prefers_existing_file() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let mem = tmp.path().join("memory");

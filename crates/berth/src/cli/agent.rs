@@ -35,6 +35,10 @@ pub struct AgentArgs {
     /// `berth.address`; default: the local address of the route to the control plane).
     #[arg(long, env = "BERTH_AGENT_ADDRESS")]
     pub address: Option<std::net::IpAddr>,
+    /// Also offer Fargate platform capacity: register with the instance attribute
+    /// `berth.platform=true` (FARGATE tasks may be placed here; images are prepulled).
+    #[arg(long)]
+    pub platform: bool,
     /// Seconds a stopped task's containers are kept before they are removed.
     #[arg(long, default_value_t = 60)]
     pub task_cleanup_wait: u64,
@@ -95,6 +99,7 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<()> {
     cfg.region = a.region.clone();
     cfg.task_cleanup_wait = Duration::from_secs(a.task_cleanup_wait);
     cfg.address = a.address;
+    cfg.platform = a.platform;
     cfg.attributes = a
         .attributes
         .iter()
