@@ -279,12 +279,7 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         cfg.engine_root = a.engine_root.clone().unwrap_or_else(|| data.join("engine"));
         cfg.region = a.region.clone();
         cfg.task_cleanup_wait = Duration::from_secs(a.task_cleanup_wait);
-        if !a.no_platform {
-            cfg.attributes.push((
-                berth_control::ecs::fargate::PLATFORM_ATTRIBUTE.into(),
-                Some("true".into()),
-            ));
-        }
+        cfg.platform = !a.no_platform;
         eprintln!(
             "berth: local agent joins cluster {} (engine root {})",
             a.cluster,
