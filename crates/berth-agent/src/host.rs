@@ -61,7 +61,7 @@ pub const ADDRESS_ATTRIBUTE: &str = "berth.address";
 /// The instance attribute (value `true`) of an agent that also offers Fargate platform
 /// capacity (`berth agent --platform`): the control plane may place FARGATE tasks on it and
 /// sends it `prepullImages`.
-pub const PLATFORM_ATTRIBUTE: &str = "berth.platform";
+pub const PLATFORM_ATTRIBUTE: &str = berth_control::ecs::fargate::PLATFORM_ATTRIBUTE;
 
 /// The local address of the route to the control plane at `control_url` (the address of the
 /// socket the agent reaches it from; 127.0.0.1 for a loopback URL). A connected UDP socket
