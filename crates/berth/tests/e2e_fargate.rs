@@ -1,7 +1,8 @@
 //! End to end: Fargate with the unmodified `aws` CLI against `berth serve` running real
 //! containers as root. Ten FARGATE tasks get ten distinct addresses on their subnet's network
 //! (shown as ENI attachments), answer from the host and from each other, share one network
-//! namespace inside a task (localhost), and run under the task's cpu/memory as cgroup limits;
+//! namespace inside a task (localhost), and run under the task's cpu/memory as cgroup limits
+//! with their writable layers on the task's 20 GiB of ephemeral storage;
 //! a memory hog is OOM-killed with ECS's reason. A FARGATE_SPOT service behind the load
 //! balancer registers its tasks' IPs (target type ip), answers through the listener, and
 //! replaces a task when Spot capacity is reclaimed.
@@ -232,6 +233,21 @@ fn fargate_tasks_get_their_own_addresses_limits_and_oom() {
     assert_eq!(memory_limit(pid), 512.0 * 1024.0 * 1024.0);
     let cpus = cpu_limit(pid);
     assert!((cpus - 0.25).abs() < 0.01, "cpu limit {cpus}");
+
+    // The writable layer is the task's ephemeral storage (20 GiB by default): overlayfs
+    // reports the size of the filesystem under its upper layer.
+    let df = e.agent_berth(&["exec", &app_id, "busybox", "df", "-k", "/"]);
+    let total_kib: f64 = df
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("df: {df}"));
+    let gib = total_kib / 1024.0 / 1024.0;
+    assert!(
+        (18.0..=20.5).contains(&gib),
+        "ephemeral storage {gib:.2} GiB: {df}"
+    );
 
     // The probe reached its task's app on localhost.
     let deadline = Instant::now() + Duration::from_secs(30);
