@@ -27,7 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use crate::proxy::{handle, ListenerShared, Peer, Upstream};
+use crate::proxy::{handle, ConnCtx, ListenerShared, Upstream};
 use crate::workers::{AliveGuard, Workers};
 
 /// Pending connections per socket (tokio's `TcpListener::bind` default).
@@ -162,10 +162,8 @@ fn serve(
     shared: &Arc<ListenerShared>,
     up: &Arc<Upstream>,
 ) {
-    let shared = shared.clone();
-    let up = up.clone();
-    let who = Arc::new(Peer::new(peer));
-    let svc = service_fn(move |req| handle(up.clone(), shared.clone(), who.clone(), req));
+    let ctx = Arc::new(ConnCtx::new(up.clone(), shared.clone(), peer));
+    let svc = service_fn(move |req| handle(ctx.clone(), req));
     let conn = builder
         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
         .into_owned();
