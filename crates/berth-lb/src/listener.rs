@@ -59,6 +59,12 @@ pub fn bind(
     n: usize,
 ) -> std::io::Result<(Vec<std::net::TcpListener>, SocketAddr)> {
     let reuse_port = n > 1;
+    if reuse_port && addr.port() != 0 {
+        // SO_REUSEPORT sockets of the same user share a port silently: make sure nobody
+        // (another data plane, another process) holds this one first. (An automatic port
+        // is never one that is already bound.)
+        drop(bind_one(addr, false)?);
+    }
     let first = bind_one(addr, reuse_port)?;
     let local = first.local_addr()?;
     let mut socks = Vec::with_capacity(n);

@@ -703,3 +703,27 @@ async fn without_worker_threads_the_callers_runtime_serves() {
     }
     dp.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_port_held_by_another_data_plane_is_a_bind_error() {
+    let b = Backend::start("a").await;
+    let opts = Options {
+        threads: 2,
+        ..Options::default()
+    };
+    let first = DataPlane::with_options(opts.clone());
+    first
+        .apply(simple(group("tg", vec![b.target()])))
+        .await
+        .expect("apply");
+    let taken = addr(&first);
+    let second = DataPlane::with_options(opts);
+    let mut cfg = simple(group("tg", vec![b.target()]));
+    cfg.listeners[0].bind = taken;
+    match second.apply(cfg).await {
+        Err(LbError::Bind { addr, .. }) => assert_eq!(addr, taken),
+        other => panic!("expected a bind error, got {other:?}"),
+    }
+    first.shutdown().await;
+    second.shutdown().await;
+}
