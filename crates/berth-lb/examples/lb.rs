@@ -4,9 +4,12 @@
 //!
 //! ```text
 //! cargo run --release -p berth-lb --example lb -- --listen 127.0.0.1:8080 \
-//!     --target 127.0.0.1:9001 --target 127.0.0.1:9002 [--h2] [--lor]
+//!     --target 127.0.0.1:9001 --target 127.0.0.1:9002 [--h2] [--lor] [--threads N]
 //! ```
-//! Runs until killed. Tokio's default multi-threaded runtime (one worker per core).
+//! Runs until killed. `--threads N`: the data plane's worker threads (default one per core);
+//! health checks run on a `current_thread` runtime of their own. `--threads 0`: no worker
+//! threads, everything on tokio's multi-threaded runtime (one worker per core; the design
+//! before thread per core, kept for comparison).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -15,15 +18,43 @@ use berth_lb::config::{
     Action, Algorithm, HealthCheck, Listener, ProtocolVersion, Rule, Target, TargetGroup,
     WeightedTargetGroup,
 };
-use berth_lb::{Config, DataPlane};
+use berth_lb::{Config, DataPlane, Options};
 
 fn usage() -> ! {
-    eprintln!("usage: lb --listen ADDR --target ADDR [--target ADDR ...] [--h2] [--lor]");
+    eprintln!(
+        "usage: lb --listen ADDR --target ADDR [--target ADDR ...] [--h2] [--lor] [--threads N]"
+    );
     std::process::exit(2)
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    let mut opts = Options::default();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(i) = args.iter().position(|a| a == "--threads") {
+        match args.get(i + 1).and_then(|v| v.parse().ok()) {
+            Some(n) => opts.threads = n,
+            None => usage(),
+        }
+    }
+    let rt = if opts.threads == 0 {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    };
+    match rt {
+        Ok(rt) => rt.block_on(run(args, opts)),
+        Err(e) => {
+            eprintln!("lb: cannot start a runtime: {e}");
+            std::process::exit(1)
+        }
+    }
+}
+
+async fn run(args: Vec<String>, opts: Options) {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
@@ -33,7 +64,7 @@ async fn main() {
     let mut targets = Vec::new();
     let mut protocol = ProtocolVersion::Http1;
     let mut algorithm = Algorithm::RoundRobin;
-    let mut args = std::env::args().skip(1);
+    let mut args = args.into_iter();
     while let Some(a) = args.next() {
         match a.as_str() {
             "--listen" => listen = args.next().and_then(|v| v.parse().ok()),
@@ -47,6 +78,9 @@ async fn main() {
             },
             "--h2" => protocol = ProtocolVersion::Http2,
             "--lor" => algorithm = Algorithm::LeastOutstandingRequests,
+            "--threads" => {
+                args.next();
+            }
             _ => usage(),
         }
     }
@@ -81,7 +115,7 @@ async fn main() {
             targets,
         }],
     };
-    let dp = DataPlane::new();
+    let dp = DataPlane::with_options(opts);
     if let Err(e) = dp.apply(cfg).await {
         eprintln!("lb: {e}: {:?}", std::error::Error::source(&e));
         std::process::exit(1);

@@ -9,8 +9,12 @@
 //! * `targets`: per-target runtime state (health state machine, in-flight count, draining,
 //!   slow start) that survives applies, and target choice over a per-apply group view.
 //! * `checker`: one health-check task per (target group, target).
-//! * `proxy`: the request path (rules → action → forward), `listener`: accept loops,
-//!   `upstream`: per-target HTTP/1.1 keep-alive pools.
+//! * `proxy`: the request path (rules → action → forward), `listener`: sockets and accept
+//!   loops, `upstream`: per-target HTTP/1.1 keep-alive pools.
+//! * `workers`: thread per core. Each worker thread runs a `current_thread` runtime and one
+//!   `SO_REUSEPORT` socket of every listener; a connection, its requests and its upstream
+//!   connections stay on the thread that accepted it. Health checks and drain timers run on
+//!   the caller's runtime.
 //!
 //! An apply binds new sockets first (all or nothing), then updates the target registry
 //! (new targets start checks at once; targets that left start draining), builds each
@@ -26,6 +30,7 @@ mod proxy;
 pub mod rules;
 pub mod targets;
 mod upstream;
+mod workers;
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -36,7 +41,6 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
-use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -47,10 +51,30 @@ use config::{Action, Listener, Target, TargetGroup};
 use proxy::{ListenerShared, RouteAction, RouteRule, Routes, Upstream};
 use rules::Cond;
 use targets::{CheckParams, GroupView, TargetRuntime};
+use workers::Workers;
 
 /// How long a target may take to send its response headers before the client gets 504
 /// (ALB's default idle timeout).
 pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How a data plane runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long a target may take to send its response headers (then 504).
+    pub upstream_timeout: Duration,
+    /// Worker threads serving the listeners (default: one per available CPU). 0: no threads
+    /// of its own, connections are served on the runtime that called [`DataPlane::apply`].
+    pub threads: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
+            threads: workers::default_threads(),
+        }
+    }
+}
 
 /// Errors of the data plane.
 #[derive(Debug, thiserror::Error)]
@@ -72,7 +96,12 @@ pub struct DataPlane {
 #[derive(Debug)]
 struct Inner {
     base: Instant,
-    upstream: Arc<Upstream>,
+    /// Configured worker threads (0: the caller's runtime).
+    threads: usize,
+    /// Upstream clients, one per worker (one when there are none).
+    upstreams: Vec<Arc<Upstream>>,
+    /// Started with the first listener, stopped by shutdown.
+    workers: Mutex<Option<Workers>>,
     /// Parent of every task's token (listeners, checkers, drain timers).
     root: CancellationToken,
     /// Held for the whole of an apply or shutdown (they run one at a time).
@@ -131,10 +160,22 @@ impl DataPlane {
     /// A data plane that answers 504 when a target sends no response headers within
     /// `timeout` (default [`DEFAULT_UPSTREAM_TIMEOUT`]).
     pub fn with_upstream_timeout(timeout: Duration) -> DataPlane {
+        DataPlane::with_options(Options {
+            upstream_timeout: timeout,
+            ..Options::default()
+        })
+    }
+
+    /// A data plane with these options. Threads start with the first listener.
+    pub fn with_options(opts: Options) -> DataPlane {
         DataPlane {
             inner: Arc::new(Inner {
                 base: Instant::now(),
-                upstream: Arc::new(Upstream::new(timeout)),
+                threads: opts.threads,
+                upstreams: (0..opts.threads.max(1))
+                    .map(|_| Arc::new(Upstream::new(opts.upstream_timeout)))
+                    .collect(),
+                workers: Mutex::new(None),
                 root: CancellationToken::new(),
                 listeners: tokio::sync::Mutex::new(Vec::new()),
                 registry: Arc::new(Mutex::new(HashMap::new())),
@@ -178,17 +219,14 @@ impl DataPlane {
         }
 
         // 2. Bind the new ones; nothing has changed yet if one fails.
-        let mut fresh: Vec<Option<(TcpListener, SocketAddr)>> = Vec::with_capacity(plan.len());
+        let mut fresh: Vec<Option<(Vec<std::net::TcpListener>, SocketAddr)>> =
+            Vec::with_capacity(plan.len());
         for (l, p) in cfg.listeners.iter().zip(&plan) {
             if p.is_some() {
                 fresh.push(None);
                 continue;
             }
-            let bound = match TcpListener::bind(l.bind).await {
-                Ok(s) => s.local_addr().map(|a| (s, a)),
-                Err(e) => Err(e),
-            };
-            match bound {
+            match listener::bind(l.bind, inner.threads.max(1)) {
                 Ok(b) => fresh.push(Some(b)),
                 Err(source) => {
                     tracing::warn!(listener = %l.id, addr = %l.bind, error = %source, "cannot bind; configuration not applied");
@@ -203,47 +241,59 @@ impl DataPlane {
         // 3. Targets: registry update and per-apply group views.
         let views = self.update_groups(&cfg.target_groups);
 
-        // 4. Routing tables, swapped in or started with their listener.
+        // 4. Routing tables, swapped in or started with their listener (on the workers,
+        // started with the first listener).
         let mut old: Vec<Option<ListenerRuntime>> = std::mem::take(&mut *listeners)
             .into_iter()
             .map(Some)
             .collect();
         let mut next = Vec::with_capacity(cfg.listeners.len());
-        for ((l, p), f) in cfg.listeners.iter().zip(plan).zip(fresh) {
-            let routes = Arc::new(self.compile(l, &views));
-            let kept = p.and_then(|i| old.get_mut(i).and_then(Option::take));
-            if let Some(mut rt) = kept {
-                rt.shared.routes.store(routes);
-                rt.id = l.id.clone();
-                rt.bind = l.bind;
-                next.push(rt);
-            } else if let Some((sock, local)) = f {
-                let shared = Arc::new(ListenerShared {
-                    routes: ArcSwap::new(routes),
-                    port: local.port(),
-                });
-                let running = listener::spawn(
-                    sock,
-                    shared.clone(),
-                    inner.upstream.clone(),
-                    inner.root.child_token(),
-                );
-                tracing::info!(listener = %l.id, addr = %local, "listening");
-                next.push(ListenerRuntime {
-                    id: l.id.clone(),
-                    bind: l.bind,
-                    local,
-                    shared,
-                    running,
-                });
+        {
+            let mut workers = lock(&inner.workers);
+            if inner.threads > 0 && workers.is_none() && fresh.iter().any(Option::is_some) {
+                match Workers::start(inner.threads, &inner.root) {
+                    Ok(w) => *workers = Some(w),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot start worker threads; serving on the caller's runtime");
+                    }
+                }
+            }
+            for ((l, p), f) in cfg.listeners.iter().zip(plan).zip(fresh) {
+                let routes = Arc::new(self.compile(l, &views));
+                let kept = p.and_then(|i| old.get_mut(i).and_then(Option::take));
+                if let Some(mut rt) = kept {
+                    rt.shared.routes.store(routes);
+                    rt.id = l.id.clone();
+                    rt.bind = l.bind;
+                    next.push(rt);
+                } else if let Some((sock, local)) = f {
+                    let shared = Arc::new(ListenerShared {
+                        routes: ArcSwap::new(routes),
+                        port: local.port(),
+                    });
+                    let running = listener::spawn(
+                        sock,
+                        &shared,
+                        &inner.upstreams,
+                        workers.as_ref(),
+                        inner.root.child_token(),
+                    );
+                    tracing::info!(listener = %l.id, addr = %local, "listening");
+                    next.push(ListenerRuntime {
+                        id: l.id.clone(),
+                        bind: l.bind,
+                        local,
+                        shared,
+                        running,
+                    });
+                }
             }
         }
 
         // 5. Close the listeners that went away (their sockets are closed on return).
         for o in old.into_iter().flatten() {
             tracing::info!(listener = %o.id, addr = %o.local, "closing listener");
-            o.running.stop.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(5), o.running.closed).await;
+            o.running.close().await;
         }
         *lock(&inner.addrs) = next.iter().map(|l| (l.id.clone(), l.local)).collect();
         *listeners = next;
@@ -285,8 +335,12 @@ impl DataPlane {
                         rt.clone()
                     }
                     None => {
-                        let rt =
-                            Arc::new(TargetRuntime::new(t.clone(), params.clone(), inner.base));
+                        let rt = Arc::new(TargetRuntime::new(
+                            t.clone(),
+                            params.clone(),
+                            inner.base,
+                            inner.upstreams.len(),
+                        ));
                         tracing::info!(group = %tg.id, target = %t.addr, "target registered");
                         checker::start(&rt, &inner.root);
                         g.targets.insert(t.clone(), rt.clone());
@@ -470,21 +524,27 @@ impl DataPlane {
         lock(&self.inner.addrs).get(listener).copied()
     }
 
-    /// Closes every listener and stops health checks.
+    /// Closes every listener, stops health checks, and stops the worker threads once the
+    /// in-flight requests are done (at most 30 s).
     pub async fn shutdown(&self) {
         let inner = &self.inner;
         let mut listeners = inner.listeners.lock().await;
         for l in listeners.drain(..) {
-            l.running.stop.cancel();
-            let _ = tokio::time::timeout(Duration::from_secs(5), l.running.closed).await;
+            l.running.close().await;
         }
         lock(&inner.addrs).clear();
-        let mut reg = lock(&inner.registry);
-        for g in reg.values() {
-            for rt in g.targets.values() {
-                checker::stop(rt);
+        {
+            let mut reg = lock(&inner.registry);
+            for g in reg.values() {
+                for rt in g.targets.values() {
+                    checker::stop(rt);
+                }
             }
+            reg.clear();
         }
-        reg.clear();
+        let workers = lock(&inner.workers).take();
+        if let Some(w) = workers {
+            w.stop().await;
+        }
     }
 }

@@ -155,15 +155,37 @@ impl Peer {
     }
 }
 
+/// What one client connection's requests share (one `Arc` clone per request).
+#[derive(Debug)]
+pub struct ConnCtx {
+    pub up: Arc<Upstream>,
+    pub listener: Arc<ListenerShared>,
+    pub peer: Peer,
+    /// `X-Forwarded-Port` (the listener's port), made once per connection.
+    pub port_header: HeaderValue,
+}
+
+impl ConnCtx {
+    pub fn new(up: Arc<Upstream>, listener: Arc<ListenerShared>, peer: SocketAddr) -> ConnCtx {
+        let port_header = HeaderValue::from(listener.port);
+        ConnCtx {
+            up,
+            listener,
+            peer: Peer::new(peer),
+            port_header,
+        }
+    }
+}
+
 /// Handles one request on a listener.
 pub async fn handle(
-    up: Arc<Upstream>,
-    listener: Arc<ListenerShared>,
-    peer: Arc<Peer>,
+    ctx: Arc<ConnCtx>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let client = peer.addr;
-    let routes = listener.routes.load_full();
+    let listener = &ctx.listener;
+    let client = ctx.peer.addr;
+    // A guard, not a clone (no reference count touched); dropped before any await.
+    let routes = listener.routes.load();
     let group = {
         let host_raw = req
             .headers()
@@ -222,13 +244,11 @@ pub async fn handle(
         }
     };
     drop(routes);
-    Ok(forward(&up, listener.port, &peer, group, req).await)
+    Ok(forward(&ctx, group, req).await)
 }
 
 async fn forward(
-    up: &Upstream,
-    port: u16,
-    peer: &Peer,
+    ctx: &ConnCtx,
     group: Arc<GroupView>,
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
@@ -251,7 +271,8 @@ async fn forward(
         }
     }
     strip_hop_by_hop(&mut parts.headers, ws);
-    add_forwarded(&mut parts.headers, peer, port);
+    add_forwarded(&mut parts.headers, &ctx.peer, &ctx.port_header);
+    let up = &ctx.up;
     let mut uri = std::mem::take(&mut parts.uri).into_parts();
     // HTTP/1.1 to a server: origin form (`GET /path`; many servers, busybox httpd among them,
     // refuse the absolute form meant for proxies). HTTP/2 needs scheme and authority.
@@ -443,7 +464,7 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 static X_AMZN_TRACE_ID: HeaderName = HeaderName::from_static("x-amzn-trace-id");
 
-fn add_forwarded(h: &mut HeaderMap, peer: &Peer, port: u16) {
+fn add_forwarded(h: &mut HeaderMap, peer: &Peer, port: &HeaderValue) {
     if h.contains_key(&X_FORWARDED_FOR) {
         let prior: Vec<&str> = h
             .get_all(&X_FORWARDED_FOR)
@@ -459,22 +480,31 @@ fn add_forwarded(h: &mut HeaderMap, peer: &Peer, port: u16) {
         h.insert(X_FORWARDED_FOR.clone(), peer.ip_header.clone());
     }
     h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    h.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(port));
-    if !h.contains_key(&X_AMZN_TRACE_ID) {
-        if let Ok(v) = HeaderValue::from_str(&trace_id()) {
-            h.insert(X_AMZN_TRACE_ID.clone(), v);
+    h.insert(X_FORWARDED_PORT.clone(), port.clone());
+    if let header::Entry::Vacant(e) = h.entry(&X_AMZN_TRACE_ID) {
+        if let Ok(v) = HeaderValue::from_bytes(&trace_id()) {
+            e.insert(v);
         }
     }
 }
 
-/// `Root=1-<8 hex digits of epoch seconds>-<24 random hex digits>`.
-pub fn trace_id() -> String {
+/// `Root=1-<8 hex digits of epoch seconds>-<24 random hex digits>`, on the stack (no
+/// formatting machinery, no allocation).
+fn trace_id() -> [u8; 40] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let r: u128 = rand::random::<u128>() & ((1u128 << 96) - 1);
-    format!("Root=1-{:08x}-{:024x}", secs as u32, r)
+        .unwrap_or(0) as u32;
+    let r: u128 = rand::random::<u128>();
+    let mut out = *b"Root=1-00000000-000000000000000000000000";
+    for (i, b) in out[7..15].iter_mut().enumerate() {
+        *b = HEX[((secs >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    for (i, b) in out[16..40].iter_mut().enumerate() {
+        *b = HEX[((r >> (92 - 4 * i)) & 0xf) as usize];
+    }
+    out
 }
 
 /// A response made by the load balancer itself (ALB's HTML error page shape).
@@ -635,7 +665,7 @@ mod tests {
         add_forwarded(
             &mut h,
             &Peer::new("[::ffff:10.0.0.9]:5555".parse().expect("addr")),
-            8080,
+            &HeaderValue::from(8080u16),
         );
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -647,7 +677,11 @@ mod tests {
         assert_eq!(parts[2].len(), 24);
         assert!(parts[2].bytes().all(|b| b.is_ascii_hexdigit()));
         // An existing trace id is kept.
-        add_forwarded(&mut h, &Peer::new("127.0.0.1:1".parse().expect("addr")), 80);
+        add_forwarded(
+            &mut h,
+            &Peer::new("127.0.0.1:1".parse().expect("addr")),
+            &HeaderValue::from(80u16),
+        );
         assert_eq!(h["x-amzn-trace-id"].to_str().expect("ascii"), t);
     }
 

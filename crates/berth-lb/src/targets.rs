@@ -187,7 +187,13 @@ pub struct TargetRuntime {
 }
 
 impl TargetRuntime {
-    pub fn new(target: Target, params: CheckParams, base: Instant) -> TargetRuntime {
+    /// `workers`: the data plane's worker threads (one idle-connection stack each).
+    pub fn new(
+        target: Target,
+        params: CheckParams,
+        base: Instant,
+        workers: usize,
+    ) -> TargetRuntime {
         let machine = if params.check.enabled {
             HealthMachine::initial()
         } else {
@@ -209,7 +215,7 @@ impl TargetRuntime {
             checker: Mutex::new(None),
             drain_gen: AtomicU64::new(0),
             closed: CancellationToken::new(),
-            pool: Default::default(),
+            pool: crate::upstream::Pool::new(workers),
         }
     }
 
@@ -486,7 +492,7 @@ mod tests {
             algorithm,
             slow_start,
             targets: (0..n)
-                .map(|i| Arc::new(TargetRuntime::new(target(i), params(), base)))
+                .map(|i| Arc::new(TargetRuntime::new(target(i), params(), base, 1)))
                 .collect(),
             counter: Arc::new(AtomicUsize::new(0)),
             base,

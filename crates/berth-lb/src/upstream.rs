@@ -27,35 +27,55 @@ const MAX_IDLE: usize = 512;
 /// ALB's connect timeout to targets.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Idle connections to one target.
-#[derive(Debug, Default)]
+/// Idle connections to one target: one stack per worker thread (see [`crate::workers`]),
+/// so a connection is only used by the thread whose runtime drives it. Each stack's mutex is
+/// only taken by its own worker (and by `clear`): never contended.
+#[derive(Debug)]
 pub struct Pool {
-    idle: Mutex<Vec<SendRequest<Incoming>>>,
+    idle: Box<[Mutex<Vec<SendRequest<Incoming>>>]>,
 }
 
 impl Pool {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<SendRequest<Incoming>>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    /// A pool for `workers` worker threads.
+    pub fn new(workers: usize) -> Pool {
+        Pool {
+            idle: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    fn lock(&self, i: usize) -> Option<std::sync::MutexGuard<'_, Vec<SendRequest<Incoming>>>> {
+        self.idle
+            .get(i)
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn mine(&self) -> Option<std::sync::MutexGuard<'_, Vec<SendRequest<Incoming>>>> {
+        self.lock(crate::workers::slot(self.idle.len()))
     }
 
     fn take(&self) -> Option<SendRequest<Incoming>> {
-        self.lock().pop()
+        self.mine().and_then(|mut v| v.pop())
     }
 
-    /// Hands a connection back (its response is complete).
+    /// Hands a connection back (its response is complete) to this thread's stack.
     pub fn put(&self, s: SendRequest<Incoming>) {
         if s.is_closed() {
             return;
         }
-        let mut idle = self.lock();
-        if idle.len() < MAX_IDLE {
-            idle.push(s);
+        if let Some(mut idle) = self.mine() {
+            if idle.len() < MAX_IDLE {
+                idle.push(s);
+            }
         }
     }
 
     /// Closes every idle connection.
     pub fn clear(&self) {
-        self.lock().clear();
+        for i in 0..self.idle.len() {
+            if let Some(mut v) = self.lock(i) {
+                v.clear();
+            }
+        }
     }
 }
 

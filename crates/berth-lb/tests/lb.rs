@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use berth_lb::config::{Action, Algorithm, Condition, ProtocolVersion, WeightedTargetGroup};
-use berth_lb::{Config, DataPlane, LbError, TargetState};
+use berth_lb::{Config, DataPlane, LbError, Options, TargetState};
 use bytes::Bytes;
 use common::*;
 use futures::{SinkExt, StreamExt};
@@ -636,4 +636,94 @@ async fn kept_listener_keeps_its_connections_and_removed_one_closes() {
     assert_eq!(dp.listener_addr("gone"), None);
     assert!(tokio::net::TcpStream::connect(gone).await.is_err());
     assert!(b.hits.load(Ordering::SeqCst) >= 1);
+}
+
+/// Raw HTTP/1.1 on a new connection (so each lands on whichever worker's socket the kernel
+/// picks): the body.
+async fn get_on_new_connection(a: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(a).await.expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out.rsplit("\r\n\r\n").next().unwrap_or("").to_string()
+}
+
+#[tokio::test]
+async fn workers_share_one_port_and_shutdown_closes_every_socket() {
+    let b = Backend::start("a").await;
+    let dp = DataPlane::with_options(Options {
+        threads: 4,
+        ..Options::default()
+    });
+    dp.apply(simple(group("tg", vec![b.target()])))
+        .await
+        .expect("apply");
+    wait_state(&dp, "tg", 1, TargetState::Healthy).await;
+    let l = addr(&dp);
+    assert_ne!(l.port(), 0);
+    for _ in 0..40 {
+        assert_eq!(get_on_new_connection(l).await, "a");
+    }
+    // Keep-alive connections (pooled upstream connections on each worker) too.
+    assert_eq!(spread(&client(), l, 40).await.get("a"), Some(&40));
+    // The port is ours: a socket without SO_REUSEPORT cannot take it.
+    assert!(tokio::net::TcpListener::bind(l).await.is_err());
+    dp.shutdown().await;
+    assert!(tokio::net::TcpStream::connect(l).await.is_err());
+    // Every worker's socket is closed: the port is free again.
+    tokio::net::TcpListener::bind(l)
+        .await
+        .expect("port free after shutdown");
+    // And the data plane starts its workers again for the next configuration.
+    dp.apply(simple(group("tg", vec![b.target()])))
+        .await
+        .expect("apply after shutdown");
+    wait_state(&dp, "tg", 1, TargetState::Healthy).await;
+    assert_eq!(get_on_new_connection(addr(&dp)).await, "a");
+    dp.shutdown().await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn without_worker_threads_the_callers_runtime_serves() {
+    let b = Backend::start("a").await;
+    let dp = DataPlane::with_options(Options {
+        threads: 0,
+        ..Options::default()
+    });
+    dp.apply(simple(group("tg", vec![b.target()])))
+        .await
+        .expect("apply");
+    wait_state(&dp, "tg", 1, TargetState::Healthy).await;
+    for _ in 0..5 {
+        assert_eq!(get_on_new_connection(addr(&dp)).await, "a");
+    }
+    dp.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_port_held_by_another_data_plane_is_a_bind_error() {
+    let b = Backend::start("a").await;
+    let opts = Options {
+        threads: 2,
+        ..Options::default()
+    };
+    let first = DataPlane::with_options(opts.clone());
+    first
+        .apply(simple(group("tg", vec![b.target()])))
+        .await
+        .expect("apply");
+    let taken = addr(&first);
+    let second = DataPlane::with_options(opts);
+    let mut cfg = simple(group("tg", vec![b.target()]));
+    cfg.listeners[0].bind = taken;
+    match second.apply(cfg).await {
+        Err(LbError::Bind { addr, .. }) => assert_eq!(addr, taken),
+        other => panic!("expected a bind error, got {other:?}"),
+    }
+    first.shutdown().await;
+    second.shutdown().await;
 }
