@@ -111,6 +111,7 @@ class Bench:
             "stopTimeout": 1,
         }
         if self.a.fargate:
+            container["stopTimeout"] = 2  # Fargate's minimum
             td = self.ecs.register_task_definition(
                 family=family or self.a.family, networkMode="awsvpc",
                 requiresCompatibilities=["FARGATE"], cpu="256", memory="512",

@@ -254,6 +254,27 @@ impl Engine {
         })
     }
 
+    /// The lock serializing downloads of `digest` (one of 64 striped lock files under
+    /// `<root>/pull-locks`, so their number stays bounded).
+    fn blob_download_lock(
+        &self,
+        digest: &Digest,
+    ) -> Result<nix::fcntl::Flock<std::fs::File>, DistributionError> {
+        let dir = self.root.join("pull-locks");
+        let io = |op: &'static str, path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io { op, path, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
+        let stripe = digest
+            .to_string()
+            .bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+            % 64;
+        let path = dir.join(format!("{stripe:02}.lock"));
+        Ok(crate::fsutil::lock(&path).map_err(io("lock", &path))?)
+    }
+
     /// Streams one blob into the store (verified), retrying network failures.
     fn download_blob(
         &self,
@@ -263,6 +284,13 @@ impl Engine {
         cancel: &AtomicBool,
     ) -> Result<u64, DistributionError> {
         let id = short_id(&desc.digest);
+        // One download of a blob at a time on this engine root (a platform agent's pre-pull
+        // and a task's pull of the same image): the second waits, then finds it stored.
+        let _guard = self.blob_download_lock(&desc.digest)?;
+        if self.store.contains(&desc.digest)? {
+            progress.event(ProgressEvent::Exists { id });
+            return Ok(0);
+        }
         let mut attempt = 1;
         loop {
             if cancel.load(Ordering::Relaxed) {
