@@ -310,8 +310,13 @@ def main():
     elb.error("CreateListener", "UnsupportedProtocol", LoadBalancerArn=lb_arn, Protocol="HTTPS", Port=P + 1,
               Certificates=[{"CertificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/x"}],
               DefaultActions=[{"Type": "forward", "TargetGroupArn": tg_arn}])
+    # The same settings again: the same listener (AWS's idempotency); other ones: DuplicateListener.
+    same = elb.call("CreateListener", LoadBalancerArn=lb_arn, Protocol="HTTP", Port=P,
+                    DefaultActions=[{"Type": "forward", "TargetGroupArn": tg_arn}])["Listeners"]
+    check(len(same) == 1 and same[0]["Port"] == P and same[0]["LoadBalancerArn"] == lb_arn, same)
+    check(len(elb.call("DescribeListeners", LoadBalancerArn=lb_arn)["Listeners"]) == 1, "idempotent CreateListener stored nothing")
     elb.error("CreateListener", "DuplicateListener", LoadBalancerArn=lb_arn, Protocol="HTTP", Port=P,
-              DefaultActions=[{"Type": "forward", "TargetGroupArn": tg_arn}])
+              DefaultActions=[{"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "404"}}])
     api_arn = elb.call("DescribeLoadBalancers", Names=["api"])["LoadBalancers"][0]["LoadBalancerArn"]
     elb.error("CreateListener", "DuplicateListener", LoadBalancerArn=api_arn, Protocol="HTTP", Port=P,
               DefaultActions=[{"Type": "fixed-response", "FixedResponseConfig": {"StatusCode": "404"}}])
