@@ -544,6 +544,13 @@ impl Engine {
 
     /// A container by full id, name or unique id prefix.
     pub fn container(&self, query: &str) -> Result<ContainerInfo, ContainerError> {
+        // A full id (what `berth run` itself passes for `--rm`, signals and waits): its record
+        // alone, not every container's.
+        if query.len() == 64 && query.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if let Ok(record) = self.read_record(query) {
+                return self.info(record);
+            }
+        }
         let records = self.records()?;
         let found = if let Some(r) = records.iter().find(|r| r.id == query || r.name == query) {
             r.clone()
