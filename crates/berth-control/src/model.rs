@@ -724,6 +724,16 @@ impl Service {
 }
 
 impl Service {
+    /// Whether its tasks run on Fargate (launch type, or a strategy of Fargate providers).
+    pub fn is_fargate(&self) -> bool {
+        self.launch_type == "FARGATE"
+            || self.capacity_provider_strategy.iter().any(|x| {
+                x["capacityProvider"]
+                    .as_str()
+                    .is_some_and(crate::ecs::fargate::is_fargate_provider)
+            })
+    }
+
     /// `launchType` or `capacityProviderStrategy`, and `platformVersion` (services and their
     /// deployments show the same).
     fn capacity_output(&self, m: &mut Map<String, Value>) {

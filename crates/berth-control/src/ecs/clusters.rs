@@ -195,14 +195,7 @@ pub(crate) fn cluster_output(s: &State, region: &str, cl: &Cluster, with_tags: b
         .into_iter()
         .flat_map(|m| m.values())
     {
-        let fargate = usize::from(
-            sv.launch_type == "FARGATE"
-                || sv.capacity_provider_strategy.iter().any(|x| {
-                    x["capacityProvider"]
-                        .as_str()
-                        .is_some_and(|p| p.starts_with("FARGATE"))
-                }),
-        );
+        let fargate = usize::from(sv.is_fargate());
         match sv.status.as_str() {
             "ACTIVE" => services[fargate][0] += 1,
             "DRAINING" => services[fargate][1] += 1,

@@ -132,8 +132,8 @@ pub fn parse_strategy(items: &[Value], cluster: &Cluster) -> Result<Vec<Strategy
             "At least one capacity provider in a capacity provider strategy must have a weight greater than zero.",
         ));
     }
-    let fargate = |p: &str| p == "FARGATE" || p == "FARGATE_SPOT";
-    if out.iter().any(|x| fargate(&x.provider)) && out.iter().any(|x| !fargate(&x.provider)) {
+    let fargate = |x: &StrategyItem| is_fargate_provider(&x.provider);
+    if out.iter().any(fargate) && !out.iter().all(fargate) {
         return Err(invalid_param(
             "The specified capacity provider strategy cannot contain a mix of capacity providers using Auto Scaling groups and Fargate providers. Specify one or the other and try again.",
         ));
@@ -141,15 +141,18 @@ pub fn parse_strategy(items: &[Value], cluster: &Cluster) -> Result<Vec<Strategy
     Ok(out)
 }
 
+/// Whether a capacity provider is one of Fargate's (FARGATE, FARGATE_SPOT).
+pub fn is_fargate_provider(provider: &str) -> bool {
+    super::clusters::BUILTIN_PROVIDERS.contains(&provider)
+}
+
 /// The capacity a provider name stands for.
 pub fn provider_capacity(provider: &str) -> Capacity {
-    match provider {
-        "FARGATE" | "FARGATE_SPOT" => Capacity::Fargate {
-            provider: Some(provider.to_string()),
-        },
-        p => Capacity::Ec2 {
-            provider: Some(p.to_string()),
-        },
+    let named = Some(provider.to_string());
+    if is_fargate_provider(provider) {
+        Capacity::Fargate { provider: named }
+    } else {
+        Capacity::Ec2 { provider: named }
     }
 }
 
@@ -316,31 +319,18 @@ pub fn is_platform(i: &Instance) -> bool {
     i.attributes.contains_key(PLATFORM_ATTRIBUTE)
 }
 
-/// Every platform host of the region that can take tasks now.
-pub(crate) fn platform_hosts<'a>(
-    c: &Ctx<'_>,
-    r: &'a Region,
-) -> impl Iterator<Item = &'a Instance> + use<'a> {
-    let connected: BTreeSet<String> = r
-        .instances
-        .values()
-        .flat_map(|m| m.values())
-        .filter(|i| is_platform(i) && i.status == "ACTIVE" && c.control.agent_connected(&i.arn))
-        .map(|i| i.arn.clone())
-        .collect();
-    r.instances
-        .values()
-        .flat_map(|m| m.values())
-        .filter(move |i| connected.contains(&i.arn))
-}
-
 /// Picks a platform host for each of `count` tasks needing `memory` MiB: the one with the most
 /// memory left (spreading), or `None` for a task no host has room for.
 pub(crate) fn place(c: &Ctx<'_>, s: &State, memory: i64, count: usize) -> Vec<Option<String>> {
     let Some(r) = s.region(c.region) else {
         return vec![None; count];
     };
-    let mut hosts: Vec<(String, i64)> = platform_hosts(c, r)
+    // Every platform host of the region that can take tasks now, with the memory it has left.
+    let mut hosts: Vec<(String, i64)> = r
+        .instances
+        .values()
+        .flat_map(|m| m.values())
+        .filter(|i| is_platform(i) && i.status == "ACTIVE" && c.control.agent_connected(&i.arn))
         .map(|i| {
             let u = super::instances::usage(r, i);
             (i.arn.clone(), i.memory - u.memory)

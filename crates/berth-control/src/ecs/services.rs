@@ -402,7 +402,9 @@ fn service_capacity(
         },
         Choice::Strategy(items) => ServiceCapacity {
             launch_type: String::new(),
-            fargate: items.iter().any(|x| x.provider.starts_with("FARGATE")),
+            fargate: items
+                .iter()
+                .any(|x| fargate::is_fargate_provider(&x.provider)),
             strategy: items
                 .iter()
                 .map(
@@ -719,12 +721,7 @@ pub(super) fn update(c: &Ctx<'_>, input: Value) -> Result<Value, AwsError> {
             ServiceCapacity {
                 launch_type: sv.launch_type.clone(),
                 strategy: sv.capacity_provider_strategy.clone(),
-                fargate: sv.launch_type == "FARGATE"
-                    || sv.capacity_provider_strategy.iter().any(|x| {
-                        x["capacityProvider"]
-                            .as_str()
-                            .is_some_and(|p| p.starts_with("FARGATE"))
-                    }),
+                fargate: sv.is_fargate(),
             }
         } else {
             service_capacity(None, &i.capacity_provider_strategy, &cl)?
