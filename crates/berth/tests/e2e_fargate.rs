@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::ecs::*;
-use common::{free_port, python, run_ok};
+use common::{python, run_ok};
 use serde_json::{json as j, Value};
 
 const VPC: &str = "awsvpcConfiguration={subnets=[subnet-fargate],securityGroups=[sg-1]}";
@@ -358,65 +358,11 @@ fn fargate_spot_service_behind_the_load_balancer_is_replaced_when_reclaimed() {
              "command": ["sh", "-c", "mkdir -p /www && cat /proc/sys/kernel/hostname > /www/id && exec httpd -f -p 8080 -h /www"],
              "portMappings": [{"containerPort": 8080}]}]),
     );
-    let lb = e.elbv2(&[
-        "create-load-balancer",
-        "--name",
-        "fg",
-        "--subnets",
-        "subnet-fargate",
-    ]);
-    let lb_arn = lb["LoadBalancers"][0]["LoadBalancerArn"]
-        .as_str()
-        .expect("lb")
-        .to_string();
-    let dns = lb["LoadBalancers"][0]["DNSName"]
-        .as_str()
-        .expect("dns")
-        .to_string();
-    let tg = e.elbv2(&[
-        "create-target-group",
-        "--name",
-        "fg",
-        "--protocol",
-        "HTTP",
-        "--port",
-        "8080",
-        "--target-type",
-        "ip",
-        "--vpc-id",
-        "vpc-1",
-        "--health-check-path",
-        "/id",
-        "--health-check-interval-seconds",
-        "5",
-        "--health-check-timeout-seconds",
-        "2",
-        "--healthy-threshold-count",
-        "2",
-    ]);
-    let tg_arn = tg["TargetGroups"][0]["TargetGroupArn"]
-        .as_str()
-        .expect("tg")
-        .to_string();
-    e.elbv2(&[
-        "modify-target-group-attributes",
-        "--target-group-arn",
-        &tg_arn,
-        "--attributes",
-        "Key=deregistration_delay.timeout_seconds,Value=1",
-    ]);
-    let port = free_port().to_string();
-    e.elbv2(&[
-        "create-listener",
-        "--load-balancer-arn",
-        &lb_arn,
-        "--protocol",
-        "HTTP",
-        "--port",
-        &port,
-        "--default-actions",
-        &format!("Type=forward,TargetGroupArn={tg_arn}"),
-    ]);
+    let Lb {
+        tg: tg_arn,
+        listener,
+        ..
+    } = e.load_balancer("fg", &["subnet-fargate"], "ip", 1);
     e.ok(&[
         "put-cluster-capacity-providers",
         "--cluster",
@@ -476,7 +422,6 @@ fn fargate_spot_service_behind_the_load_balancer_is_replaced_when_reclaimed() {
         sv["capacityProviderStrategy"][0]["capacityProvider"],
         "FARGATE_SPOT"
     );
-    let listener = format!("{dns}:{port}");
     let mut seen = BTreeSet::new();
     for _ in 0..40 {
         let r = http_get(&listener, "/id").expect("GET through the listener");

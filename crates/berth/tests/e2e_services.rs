@@ -12,7 +12,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::ecs::*;
-use common::free_port;
 use serde_json::{json as j, Value};
 
 fn describe(e: &Ecs, name: &str) -> Value {
@@ -290,69 +289,11 @@ fn ecs_service_behind_the_load_balancer_rolls_without_failed_requests() {
     e.register("web", web("1"));
 
     // The load balancer, a target group and an HTTP listener.
-    let lb = e.elbv2(&[
-        "create-load-balancer",
-        "--name",
-        "web",
-        "--subnets",
-        "subnet-a",
-        "subnet-b",
-    ]);
-    let lb_arn = lb["LoadBalancers"][0]["LoadBalancerArn"]
-        .as_str()
-        .expect("lb arn")
-        .to_string();
-    let dns = lb["LoadBalancers"][0]["DNSName"]
-        .as_str()
-        .expect("dns")
-        .to_string();
-    let tg = e.elbv2(&[
-        "create-target-group",
-        "--name",
-        "web",
-        "--protocol",
-        "HTTP",
-        "--port",
-        "8080",
-        "--target-type",
-        "instance",
-        "--vpc-id",
-        "vpc-1",
-        "--health-check-path",
-        "/id",
-        "--health-check-interval-seconds",
-        "5",
-        "--health-check-timeout-seconds",
-        "2",
-        "--healthy-threshold-count",
-        "2",
-        "--unhealthy-threshold-count",
-        "2",
-    ]);
-    let tg_arn = tg["TargetGroups"][0]["TargetGroupArn"]
-        .as_str()
-        .expect("tg arn")
-        .to_string();
-    e.elbv2(&[
-        "modify-target-group-attributes",
-        "--target-group-arn",
-        &tg_arn,
-        "--attributes",
-        "Key=deregistration_delay.timeout_seconds,Value=2",
-    ]);
-    let port = free_port().to_string();
-    e.elbv2(&[
-        "create-listener",
-        "--load-balancer-arn",
-        &lb_arn,
-        "--protocol",
-        "HTTP",
-        "--port",
-        &port,
-        "--default-actions",
-        &format!("Type=forward,TargetGroupArn={tg_arn}"),
-    ]);
-    let listener = format!("{dns}:{port}");
+    let Lb {
+        arn: lb_arn,
+        tg: tg_arn,
+        listener,
+    } = e.load_balancer("web", &["subnet-a", "subnet-b"], "instance", 2);
 
     // A service of 3 tasks behind it.
     e.ok(&[

@@ -23,6 +23,16 @@ pub fn http_get(addr: &str, path: &str) -> Option<String> {
 }
 
 /// A running `berth serve` and what the tests drive it with.
+/// What [`Ecs::load_balancer`] made.
+pub struct Lb {
+    /// The load balancer's ARN.
+    pub arn: String,
+    /// The target group's ARN.
+    pub tg: String,
+    /// `host:port` of the listener.
+    pub listener: String,
+}
+
 pub struct Ecs {
     pub dir: tempfile::TempDir,
     pub srv: Server,
@@ -236,6 +246,74 @@ impl Ecs {
                 self.srv.log_text()
             );
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A load balancer `name` on `subnets`, an HTTP target group of `target_type` on port 8080
+    /// checking `/id` every 5 s (timeout 2 s, 2 to change state) with `delay` seconds of
+    /// deregistration delay, and an HTTP listener on a free port forwarding to it.
+    pub fn load_balancer(&self, name: &str, subnets: &[&str], target_type: &str, delay: u32) -> Lb {
+        let mut args = vec!["create-load-balancer", "--name", name, "--subnets"];
+        args.extend_from_slice(subnets);
+        let lb = self.elbv2(&args);
+        let arn = lb["LoadBalancers"][0]["LoadBalancerArn"]
+            .as_str()
+            .expect("lb arn")
+            .to_string();
+        let dns = lb["LoadBalancers"][0]["DNSName"]
+            .as_str()
+            .expect("dns")
+            .to_string();
+        let tg = self.elbv2(&[
+            "create-target-group",
+            "--name",
+            name,
+            "--protocol",
+            "HTTP",
+            "--port",
+            "8080",
+            "--target-type",
+            target_type,
+            "--vpc-id",
+            "vpc-1",
+            "--health-check-path",
+            "/id",
+            "--health-check-interval-seconds",
+            "5",
+            "--health-check-timeout-seconds",
+            "2",
+            "--healthy-threshold-count",
+            "2",
+            "--unhealthy-threshold-count",
+            "2",
+        ]);
+        let tg = tg["TargetGroups"][0]["TargetGroupArn"]
+            .as_str()
+            .expect("tg arn")
+            .to_string();
+        self.elbv2(&[
+            "modify-target-group-attributes",
+            "--target-group-arn",
+            &tg,
+            "--attributes",
+            &format!("Key=deregistration_delay.timeout_seconds,Value={delay}"),
+        ]);
+        let port = free_port().to_string();
+        self.elbv2(&[
+            "create-listener",
+            "--load-balancer-arn",
+            &arn,
+            "--protocol",
+            "HTTP",
+            "--port",
+            &port,
+            "--default-actions",
+            &format!("Type=forward,TargetGroupArn={tg}"),
+        ]);
+        Lb {
+            arn,
+            tg,
+            listener: format!("{dns}:{port}"),
         }
     }
 
