@@ -17,16 +17,15 @@ use berth_control::proto::AssignedTask;
 use berth_engine::{Engine, RegistryOptions};
 use serde_json::{json, Value};
 
+mod common;
+use common::unique;
+
 const APPLETS: &[&str] = &[
     "sh", "true", "false", "echo", "sleep", "cat", "httpd", "ls", "test", "touch", "grep", "wget",
     "seq",
 ];
 /// A registry nothing listens on: pulls fail at once and the local image is used.
 const IMAGE: &str = "localhost:1/agent-test/bb:1";
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
 
 struct Env {
     dir: tempfile::TempDir,
@@ -37,47 +36,13 @@ struct Env {
 
 impl Env {
     fn new() -> Option<Env> {
-        if !is_root() {
-            assert!(
-                std::env::var("BERTH_REQUIRE_ROOT").as_deref() != Ok("1"),
-                "agent engine tests need root (BERTH_REQUIRE_ROOT=1)"
-            );
-            eprintln!("skipping: agent engine tests need root");
-            return None;
-        }
-        assert!(
-            Path::new("/bin/busybox").exists(),
-            "busybox-static is not installed"
-        );
-        let dir = tempfile::Builder::new()
-            .prefix("berth-agent-test-")
-            .tempdir()
-            .expect("tempdir");
-        let fs = dir.path().join("fs");
-        std::fs::create_dir_all(fs.join("bin")).expect("mkdir");
-        std::fs::create_dir_all(fs.join("tmp")).expect("mkdir");
-        std::fs::create_dir_all(fs.join("www")).expect("mkdir");
-        std::fs::write(fs.join("www/index.html"), "hello from a task\n").expect("write");
-        std::fs::copy("/bin/busybox", fs.join("bin/busybox")).expect("copy busybox");
-        for a in APPLETS {
-            std::os::unix::fs::symlink("busybox", fs.join("bin").join(a)).expect("symlink");
-        }
-        let tar = dir.path().join("rootfs.tar");
-        let st = Command::new("tar")
-            .arg("-C")
-            .arg(&fs)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .expect("tar");
-        assert!(st.success());
-        let root = dir.path().join("engine");
-        let engine =
-            Engine::open(&root, env!("CARGO_BIN_EXE_berth-agent-test-shim")).expect("engine");
-        engine
-            .import_image(&tar, IMAGE, &[r#"CMD ["/bin/sh"]"#.to_string()])
-            .expect("import");
+        let (dir, root, engine) = common::engine_with_busybox(
+            "agent engine tests",
+            "berth-agent-test-",
+            IMAGE,
+            APPLETS,
+            "hello from a task\n",
+        )?;
         Some(Env {
             dir,
             root,
@@ -182,19 +147,9 @@ fn netd_pids(netd_root: &Path) -> Vec<i32> {
         .collect()
 }
 
-fn unique(prefix: &str) -> String {
-    let mut b = [0u8; 4];
-    let _ = getrandom(&mut b);
-    format!("{prefix}{}", hex(&b))
-}
-
 fn getrandom(b: &mut [u8]) -> std::io::Result<()> {
     use std::io::Read;
     std::fs::File::open("/dev/urandom")?.read_exact(b)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn task(arn: &str, network_mode: &str, containers: Value, desired: &str) -> AssignedTask {

@@ -12,6 +12,9 @@ use berth_engine::container::LogReader;
 use berth_engine::{Engine, RunSpec, SandboxSpec};
 use berth_runtime::cgroup;
 
+mod common;
+use common::unique;
+
 const APPLETS: &[&str] = &["sh", "sleep", "httpd", "wget", "dd", "seq", "cat", "true"];
 const IMAGE: &str = "localhost:1/sandbox-test/bb:1";
 
@@ -23,64 +26,15 @@ struct Env {
     sandboxes: Vec<String>,
 }
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-fn unique(prefix: &str) -> String {
-    use std::io::Read;
-    let mut b = [0u8; 4];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .expect("urandom");
-    format!(
-        "{prefix}{}",
-        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-    )
-}
-
 impl Env {
     fn new() -> Option<Env> {
-        if !is_root() {
-            assert!(
-                std::env::var("BERTH_REQUIRE_ROOT").as_deref() != Ok("1"),
-                "sandbox tests need root (BERTH_REQUIRE_ROOT=1)"
-            );
-            eprintln!("skipping: sandbox tests need root");
-            return None;
-        }
-        assert!(
-            Path::new("/bin/busybox").exists(),
-            "busybox-static is not installed"
-        );
-        let dir = tempfile::Builder::new()
-            .prefix("berth-sandbox-test-")
-            .tempdir()
-            .expect("tempdir");
-        let fs = dir.path().join("fs");
-        std::fs::create_dir_all(fs.join("bin")).expect("mkdir");
-        std::fs::create_dir_all(fs.join("www")).expect("mkdir");
-        std::fs::write(fs.join("www/index.html"), "hello over localhost\n").expect("write");
-        std::fs::copy("/bin/busybox", fs.join("bin/busybox")).expect("copy busybox");
-        for a in APPLETS {
-            std::os::unix::fs::symlink("busybox", fs.join("bin").join(a)).expect("symlink");
-        }
-        let tar = dir.path().join("rootfs.tar");
-        let st = Command::new("tar")
-            .arg("-C")
-            .arg(&fs)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .expect("tar");
-        assert!(st.success());
-        let root = dir.path().join("engine");
-        let engine =
-            Engine::open(&root, env!("CARGO_BIN_EXE_berth-agent-test-shim")).expect("engine");
-        engine
-            .import_image(&tar, IMAGE, &[r#"CMD ["/bin/sh"]"#.to_string()])
-            .expect("import");
+        let (dir, root, engine) = common::engine_with_busybox(
+            "sandbox tests",
+            "berth-sandbox-test-",
+            IMAGE,
+            APPLETS,
+            "hello over localhost\n",
+        )?;
         Some(Env {
             dir,
             root,
