@@ -4,7 +4,9 @@
 
 use clap::{Args, Subcommand};
 
-use super::container::{blocking, open_engine, EngineArgs};
+use super::container::{blocking, open_engine};
+// The same arguments as `berth volume ls` / `inspect`.
+use super::volume::{LsArgs, NamesArgs};
 
 #[derive(Args, Debug)]
 pub struct SandboxArgs {
@@ -22,23 +24,6 @@ pub enum SandboxCommand {
     /// Remove sandboxes (their namespace, address and cgroup).
     #[command(alias = "remove")]
     Rm(NamesArgs),
-}
-
-#[derive(Args, Debug)]
-pub struct LsArgs {
-    #[command(flatten)]
-    pub engine: EngineArgs,
-    /// Only names.
-    #[arg(short, long)]
-    pub quiet: bool,
-}
-
-#[derive(Args, Debug)]
-pub struct NamesArgs {
-    #[command(flatten)]
-    pub engine: EngineArgs,
-    #[arg(required = true)]
-    pub names: Vec<String>,
 }
 
 pub async fn run(a: SandboxArgs) -> anyhow::Result<()> {
