@@ -82,6 +82,11 @@ impl NetworkStore {
     /// rules again). Rules flushed by hand come back with `berth network rm` + create, or a
     /// reboot.
     fn ensure_network(&self, network: &NetworkInfo) -> Result<()> {
+        // The bridge and subnet are this network's on this host (claimed at create; after a
+        // reboot, claimed again here unless another root took them first).
+        if let Some(c) = &self.claims {
+            c.ensure(network, &self.record_path(&network.id))?;
+        }
         let (bridge, gw, prefix) = (
             network.bridge.clone(),
             network.gateway,

@@ -18,6 +18,7 @@
 
 mod attach;
 mod cidr;
+mod claims;
 mod client;
 pub mod daemon;
 pub mod dns;

@@ -6,7 +6,8 @@
 //! - `ipam/<network id>.json`: the network's allocations ([`Ipam`]), changed under
 //!   `ipam/<network id>.lock`, which also serializes attach/detach/remove of that network.
 //!
-//! Lock order: the store `lock` before a network's lock, never the other way.
+//! Lock order: the store `lock` before a network's lock, never the other way; the host-wide
+//! claims lock ([`crate::claims`]) last.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{debug, warn};
 
 use crate::cidr::Ipv4Net;
+use crate::claims::Claims;
 use crate::error::{Error, Result};
 use crate::fsutil::{self, LockGuard, LOCK_TIMEOUT};
 
@@ -98,6 +100,8 @@ pub struct Ipam {
 #[derive(Clone, Debug)]
 pub struct NetworkStore {
     dir: PathBuf,
+    /// This host's bridge and subnet claims (root only; see [`crate::claims`]).
+    pub(crate) claims: Option<Claims>,
 }
 
 /// Default address pools: 172.18.0.0/16 ..= 172.31.0.0/16, then 10.89.0.0/24 ..= 10.89.255.0/24.
@@ -186,7 +190,10 @@ impl NetworkStore {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
         fsutil::create_dir(&dir.join("ipam"))?;
-        Ok(NetworkStore { dir })
+        Ok(NetworkStore {
+            dir,
+            claims: Claims::host(),
+        })
     }
 
     /// The store directory.
@@ -194,7 +201,7 @@ impl NetworkStore {
         &self.dir
     }
 
-    fn record_path(&self, id: &str) -> PathBuf {
+    pub(crate) fn record_path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.json"))
     }
 
@@ -266,7 +273,7 @@ impl NetworkStore {
             return Err(Error::InvalidName(name.to_owned()));
         }
         let _g = self.lock_store()?;
-        self.create_locked(name, opts, None)
+        self.create_locked(name, opts, None, None)
     }
 
     fn create_locked(
@@ -274,12 +281,20 @@ impl NetworkStore {
         name: &str,
         opts: CreateOptions,
         preferred: Option<Ipv4Net>,
+        default_bridge: Option<&str>,
     ) -> Result<NetworkInfo> {
         let existing = self.list()?;
         if existing.iter().any(|n| n.name == name) {
             return Err(Error::NetworkExists(name.to_owned()));
         }
         let id = hex::encode(rand::random::<[u8; 32]>());
+        let record = self.record_path(&id);
+        // Other roots' networks on this host (see crate::claims), chosen around under their lock.
+        let _host = self.claims.as_ref().map(Claims::lock).transpose()?;
+        let others = match &self.claims {
+            Some(c) => c.others(&record)?,
+            None => Vec::new(),
+        };
         let bridge = match opts.bridge_name {
             Some(b) => {
                 if !valid_ifname(&b) {
@@ -293,11 +308,31 @@ impl NetworkStore {
                         o.name
                     )));
                 }
+                if let Some(o) = others.iter().find(|o| o.bridge == b) {
+                    return Err(Error::InvalidConfig(format!(
+                        "bridge name {b} is used by network {} of another Berth root ({})",
+                        o.name,
+                        o.record.display()
+                    )));
+                }
                 b
             }
-            None => format!("br-{}", &id[..12]),
+            // The default network's own name unless another root has it.
+            None => match default_bridge {
+                Some(b)
+                    if !existing.iter().any(|n| n.bridge == b)
+                        && !others.iter().any(|o| o.bridge == b) =>
+                {
+                    b.to_owned()
+                }
+                _ => format!("br-{}", &id[..12]),
+            },
         };
-        let taken: Vec<Ipv4Net> = existing.iter().map(|n| n.subnet).collect();
+        let taken: Vec<Ipv4Net> = existing
+            .iter()
+            .map(|n| n.subnet)
+            .chain(others.iter().map(|o| o.subnet))
+            .collect();
         let subnet = match opts.subnet {
             Some(s) => {
                 if s.prefix_len() > 30 || s.prefix_len() < 8 {
@@ -311,10 +346,16 @@ impl NetworkStore {
                         other: o.name.clone(),
                     });
                 }
+                if let Some(o) = others.iter().find(|o| o.subnet.overlaps(&s)) {
+                    return Err(Error::SubnetOverlap {
+                        subnet: s.to_string(),
+                        other: format!("{} of another Berth root ({})", o.name, o.record.display()),
+                    });
+                }
                 s
             }
             None => {
-                let mut avoid = taken.clone();
+                let mut avoid = taken;
                 match crate::link::host_ipv4_networks() {
                     Ok(h) => avoid.extend(h),
                     Err(e) => {
@@ -350,13 +391,21 @@ impl NetworkStore {
             created: now(),
         };
         fsutil::write_json(&self.ipam_path(&info.id), &Ipam::default())?;
-        fsutil::write_json(&self.record_path(&info.id), &info)?;
+        fsutil::write_json(&record, &info)?;
+        if let Some(c) = &self.claims {
+            if let Err(e) = c.claim(&info, &record) {
+                let _ = fsutil::remove_file(&record);
+                let _ = fsutil::remove_file(&self.ipam_path(&info.id));
+                return Err(e);
+            }
+        }
         debug!(network = %info.name, id = %info.short_id(), subnet = %info.subnet, bridge = %info.bridge, "network created");
         Ok(info)
     }
 
-    /// The default network `bridge` (bridge `berth0`, 172.17.0.0/16 unless that collides, then
-    /// the next free pool), created on first use. Only the record: the bridge device is made by
+    /// The default network `bridge` (bridge `berth0` unless another Berth root on this host
+    /// has it, then `br-<12 hex>`; 172.17.0.0/16 unless that collides, then the next free
+    /// pool), created on first use. Only the record: the bridge device is made by
     /// the first [`NetworkStore::attach`].
     pub fn ensure_default(&self) -> Result<NetworkInfo> {
         if let Ok(n) = self.get(DEFAULT_NETWORK) {
@@ -369,11 +418,9 @@ impl NetworkStore {
         let preferred: Option<Ipv4Net> = DEFAULT_SUBNET.parse().ok();
         self.create_locked(
             DEFAULT_NETWORK,
-            CreateOptions {
-                bridge_name: Some(DEFAULT_BRIDGE.to_owned()),
-                ..CreateOptions::default()
-            },
+            CreateOptions::default(),
             preferred,
+            Some(DEFAULT_BRIDGE),
         )
     }
 
@@ -396,7 +443,22 @@ impl NetworkStore {
             });
         }
         let _ = fs::remove_file(self.setup_marker(&info.id));
-        crate::attach::teardown_network(&info)?;
+        let record = self.record_path(&info.id);
+        let _host = self.claims.as_ref().map(Claims::lock).transpose()?;
+        // A bridge another root holds (records from before claims existed) is not ours to delete.
+        let foreign = match &self.claims {
+            Some(c) => c.others(&record)?.iter().any(|o| o.bridge == info.bridge),
+            None => false,
+        };
+        if foreign {
+            warn!(network = %info.name, bridge = %info.bridge, "bridge belongs to another Berth root; leaving it");
+        } else {
+            crate::attach::teardown_network(&info)?;
+        }
+        if let Some(c) = &self.claims {
+            c.release(&info, &record);
+        }
+        drop(_host);
         fsutil::remove_file(&self.record_path(&info.id))?;
         fsutil::remove_file(&self.ipam_path(&info.id))?;
         let _ = fs::remove_file(self.dir.join("ipam").join(format!("{}.lock", info.id)));

@@ -618,6 +618,16 @@ fn masquerade_to_outside_and_internal_networks() {
     assert!(!rules.contains(&internal.bridge), "{rules}");
 }
 
+/// The live claim another Berth root on this host holds on `bridge`, if any (its record
+/// still exists): `(subnet, record)`.
+fn foreign_claim(bridge: &str, own: &Path) -> Option<(Ipv4Net, PathBuf)> {
+    let text = std::fs::read_to_string(format!("/run/berth/networks/{bridge}.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let record = PathBuf::from(v["record"].as_str()?);
+    let subnet = v["subnet"].as_str()?.parse().ok()?;
+    (record != own && record.exists()).then_some((subnet, record))
+}
+
 #[test]
 fn default_network_and_automatic_subnets() {
     if !require_root() {
@@ -626,18 +636,23 @@ fn default_network_and_automatic_subnets() {
     let d = tempfile::tempdir().unwrap();
     let store = NetworkStore::open(d.path()).unwrap();
     let def = store.ensure_default().unwrap();
-    assert_eq!(
-        (def.name.as_str(), def.bridge.as_str()),
-        ("bridge", "berth0")
-    );
+    assert_eq!(def.name, "bridge");
+    let own = d.path().join(format!("{}.json", def.id));
+    // berth0 unless another root on this host has it (a developer's /var/lib/berth).
+    match foreign_claim("berth0", &own) {
+        None => assert_eq!(def.bridge, "berth0"),
+        Some((subnet, record)) => {
+            assert_eq!(def.bridge, format!("br-{}", &def.id[..12]), "{record:?}");
+            assert!(!subnet.overlaps(&def.subnet));
+        }
+    }
     assert_eq!(store.ensure_default().unwrap(), def);
     let host = berth_net::host_ipv4_networks().unwrap();
-    // 172.17.0.0/16 unless the host uses it (only the record is made: no berth0 device yet)
-    if !host
-        .iter()
-        .any(|h| h.overlaps(&"172.17.0.0/16".parse().unwrap()))
-    {
-        assert_eq!(def.subnet.to_string(), "172.17.0.0/16");
+    // 172.17.0.0/16 unless the host or another root uses it (only the record is made: no
+    // bridge device yet)
+    let preferred: Ipv4Net = "172.17.0.0/16".parse().unwrap();
+    if !host.iter().any(|h| h.overlaps(&preferred)) && foreign_claim("berth0", &own).is_none() {
+        assert_eq!(def.subnet, preferred);
     }
     let n = store.create("auto", CreateOptions::default()).unwrap();
     assert!(!n.subnet.overlaps(&def.subnet));
@@ -650,4 +665,110 @@ fn default_network_and_automatic_subnets() {
     assert_eq!(n.bridge, format!("br-{}", &n.id[..12]));
     store.remove("auto").unwrap();
     store.remove("bridge").unwrap();
+}
+
+/// Two roots on one host (two `berth serve`s, parallel tests): their default networks get
+/// different bridges and disjoint subnets even when neither bridge exists yet, and removing
+/// one root's network leaves the other's bridge alone.
+#[test]
+fn two_roots_never_share_a_bridge_or_subnet() {
+    if !require_root() {
+        return;
+    }
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a, b) = (
+        NetworkStore::open(da.path()).unwrap(),
+        NetworkStore::open(db.path()).unwrap(),
+    );
+    // Both at once, as two servers starting together do.
+    let (na, nb) = std::thread::scope(|s| {
+        let ha = s.spawn(|| a.ensure_default().unwrap());
+        let hb = s.spawn(|| b.ensure_default().unwrap());
+        (ha.join().unwrap(), hb.join().unwrap())
+    });
+    assert_ne!(na.bridge, nb.bridge);
+    assert!(
+        !na.subnet.overlaps(&nb.subnet),
+        "{} / {}",
+        na.subnet,
+        nb.subnet
+    );
+    // Explicit choices that collide with the other root are refused.
+    let err = b
+        .create(
+            "clash",
+            CreateOptions {
+                subnet: Some(na.subnet),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::SubnetOverlap { .. }), "{err}");
+    let err = b
+        .create(
+            "clash",
+            CreateOptions {
+                bridge_name: Some(na.bridge.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("another Berth root"), "{err}");
+    // A container on each: both bridges exist side by side; removing b's network keeps a's.
+    let ra = OneRoot::attach(da, a, na.clone());
+    let rb = OneRoot::attach(db, b, nb.clone());
+    assert_ne!(ra.ep.mac, rb.ep.mac);
+    assert!(berth_net::link_exists(&na.bridge).unwrap());
+    assert!(berth_net::link_exists(&nb.bridge).unwrap());
+    drop(rb);
+    assert!(!berth_net::link_exists(&nb.bridge).unwrap());
+    assert!(berth_net::link_exists(&na.bridge).unwrap());
+    // b's records are gone with its directory: its bridge name and subnet are free again.
+    let dc = tempfile::tempdir().unwrap();
+    let c = NetworkStore::open(dc.path()).unwrap();
+    let nc = c
+        .create(
+            "again",
+            CreateOptions {
+                subnet: Some(nb.subnet),
+                bridge_name: Some(nb.bridge.clone()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    c.remove(&nc.name).unwrap();
+    drop(ra);
+}
+
+/// One root's network with one attached namespace; all removed on drop.
+struct OneRoot {
+    dir: tempfile::TempDir,
+    store: NetworkStore,
+    net: NetworkInfo,
+    ns: PathBuf,
+    ep: berth_net::Endpoint,
+}
+
+impl OneRoot {
+    fn attach(dir: tempfile::TempDir, store: NetworkStore, net: NetworkInfo) -> OneRoot {
+        let ns = dir.path().join("ns");
+        create_netns(&ns).unwrap();
+        let ep = store.attach(&net, &ns, "c0", "eth0").unwrap();
+        OneRoot {
+            dir,
+            store,
+            net,
+            ns,
+            ep,
+        }
+    }
+}
+
+impl Drop for OneRoot {
+    fn drop(&mut self) {
+        let _ = self.store.detach(&self.net, "c0");
+        let _ = delete_netns(&self.ns);
+        let _ = self.store.remove(&self.net.name);
+        let _ = self.dir.path();
+    }
 }

@@ -250,8 +250,8 @@ fn load_generator(
         let (mut n, mut failed, mut first) = (0u64, 0u64, None);
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
             n += 1;
-            match http_get(&addr, "/id") {
-                Some(r) if r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200") => {}
+            match try_http_get(&addr, "/id") {
+                Ok(r) if r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200") => {}
                 other => {
                     failed += 1;
                     first.get_or_insert_with(|| format!("{other:?}"));

@@ -81,7 +81,7 @@ impl Env {
 
     fn berth(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_berth"));
-        // Tests that do not name a network stay off the shared default bridge (`berth0`).
+        // Tests that do not name a network stay off bridges (no netd, no veths).
         c.env("BERTH_ROOT", &self.root)
             .env("BERTH_NETWORK", "none")
             .env("RUST_LOG", "error")

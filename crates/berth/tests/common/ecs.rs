@@ -13,16 +13,29 @@ use super::*;
 /// `GET path` over HTTP/1.0 (the whole response, status line included), or `None` when the
 /// connection fails.
 pub fn http_get(addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
+    try_http_get(addr, path).ok()
 }
 
-/// A running `berth serve` and what the tests drive it with.
+/// An HTTP/1.0 GET; Err says which step failed, how, and after how long.
+pub fn try_http_get(addr: &str, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let t0 = std::time::Instant::now();
+    let fail = |step: &str, e: std::io::Error| format!("{step}: {e} (after {:?})", t0.elapsed());
+    let mut s = std::net::TcpStream::connect(addr).map_err(|e| fail("connect", e))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| fail("set timeout", e))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").map_err(|e| fail("write", e))?;
+    let mut body = Vec::new();
+    match s.read_to_end(&mut body) {
+        Ok(_) => String::from_utf8(body).map_err(|e| format!("response not UTF-8: {e}")),
+        Err(e) => Err(format!(
+            "{}; read so far: {:?}",
+            fail("read", e),
+            String::from_utf8_lossy(&body)
+        )),
+    }
+}
+
 /// What [`Ecs::load_balancer`] made.
 pub struct Lb {
     /// The load balancer's ARN.
@@ -33,9 +46,12 @@ pub struct Lb {
     pub listener: String,
 }
 
+/// A running `berth serve` and what the tests drive it with.
 pub struct Ecs {
-    pub dir: tempfile::TempDir,
+    // Fields drop in order: the server first (its Drop prints the log of a failed test),
+    // then the directory that holds the log.
     pub srv: Server,
+    pub dir: tempfile::TempDir,
     pub aws: PathBuf,
     pub key: (String, String),
 }
