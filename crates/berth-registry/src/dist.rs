@@ -659,9 +659,14 @@ async fn get_blob(
                 .map_err(ApiError::internal)?;
         }
         use tokio::io::AsyncReadExt;
+        // 1 MiB reads (15-20% less server CPU per big blob than 256 KiB, bench/registry),
+        // never more than the blob: small blobs get a buffer of their size.
+        let chunk = usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .clamp(8 << 10, 1 << 20);
         Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
             f.take(len),
-            256 << 10,
+            chunk,
         ))
     };
     let mut resp = Response::new(body);
