@@ -652,6 +652,14 @@ async fn get_on_new_connection(a: std::net::SocketAddr) -> String {
     out.rsplit("\r\n\r\n").next().unwrap_or("").to_string()
 }
 
+/// Applies one listener forwarding to `b` alone and waits until `b` is healthy.
+async fn route_to(dp: &DataPlane, b: &Backend) {
+    dp.apply(simple(group("tg", vec![b.target()])))
+        .await
+        .expect("apply");
+    wait_state(dp, "tg", 1, TargetState::Healthy).await;
+}
+
 #[tokio::test]
 async fn workers_share_one_port_and_shutdown_closes_every_socket() {
     let b = Backend::start("a").await;
@@ -659,10 +667,7 @@ async fn workers_share_one_port_and_shutdown_closes_every_socket() {
         threads: 4,
         ..Options::default()
     });
-    dp.apply(simple(group("tg", vec![b.target()])))
-        .await
-        .expect("apply");
-    wait_state(&dp, "tg", 1, TargetState::Healthy).await;
+    route_to(&dp, &b).await;
     let l = addr(&dp);
     assert_ne!(l.port(), 0);
     for _ in 0..40 {
@@ -679,10 +684,7 @@ async fn workers_share_one_port_and_shutdown_closes_every_socket() {
         .await
         .expect("port free after shutdown");
     // And the data plane starts its workers again for the next configuration.
-    dp.apply(simple(group("tg", vec![b.target()])))
-        .await
-        .expect("apply after shutdown");
-    wait_state(&dp, "tg", 1, TargetState::Healthy).await;
+    route_to(&dp, &b).await;
     assert_eq!(get_on_new_connection(addr(&dp)).await, "a");
     dp.shutdown().await;
 }
@@ -694,10 +696,7 @@ async fn without_worker_threads_the_callers_runtime_serves() {
         threads: 0,
         ..Options::default()
     });
-    dp.apply(simple(group("tg", vec![b.target()])))
-        .await
-        .expect("apply");
-    wait_state(&dp, "tg", 1, TargetState::Healthy).await;
+    route_to(&dp, &b).await;
     for _ in 0..5 {
         assert_eq!(get_on_new_connection(addr(&dp)).await, "a");
     }

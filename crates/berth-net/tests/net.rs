@@ -742,7 +742,7 @@ fn two_roots_never_share_a_bridge_or_subnet() {
 
 /// One root's network with one attached namespace; all removed on drop.
 struct OneRoot {
-    dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     store: NetworkStore,
     net: NetworkInfo,
     ns: PathBuf,
@@ -755,7 +755,7 @@ impl OneRoot {
         create_netns(&ns).unwrap();
         let ep = store.attach(&net, &ns, "c0", "eth0").unwrap();
         OneRoot {
-            dir,
+            _dir: dir,
             store,
             net,
             ns,
@@ -769,6 +769,5 @@ impl Drop for OneRoot {
         let _ = self.store.detach(&self.net, "c0");
         let _ = delete_netns(&self.ns);
         let _ = self.store.remove(&self.net.name);
-        let _ = self.dir.path();
     }
 }

@@ -3,6 +3,8 @@
 //! parallel with the others, and removes its containers and mounts in `Drop`, even on failure.
 //! Without root: skipped with a notice, or failed when `BERTH_REQUIRE_ROOT=1`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -48,23 +50,7 @@ impl Env {
             .prefix("berth-engine-test-")
             .tempdir()
             .expect("tempdir");
-        let fs = dir.path().join("fs");
-        std::fs::create_dir_all(fs.join("bin")).expect("mkdir");
-        std::fs::create_dir_all(fs.join("tmp")).expect("mkdir");
-        std::fs::copy("/bin/busybox", fs.join("bin/busybox")).expect("copy busybox");
-        for a in APPLETS {
-            std::os::unix::fs::symlink("busybox", fs.join("bin").join(a)).expect("symlink");
-        }
-        let tar = dir.path().join("rootfs.tar");
-        let st = Command::new("tar")
-            .arg("-C")
-            .arg(&fs)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .expect("tar");
-        assert!(st.success());
+        let tar = common::busybox_rootfs_tar(dir.path(), APPLETS, &[]);
         let env = Env {
             root: dir.path().join("root"),
             _dir: dir,

@@ -181,27 +181,11 @@ impl Ecs {
 
     /// Builds a busybox image locally and pushes it as `<registry>/<name>` with an ECR token.
     pub fn push_busybox(&self, name: &str) -> String {
-        let fs = self.dir.path().join("fs");
-        if !fs.exists() {
-            std::fs::create_dir_all(fs.join("bin")).expect("mkdir");
-            std::fs::create_dir_all(fs.join("www")).expect("mkdir");
-            std::fs::create_dir_all(fs.join("tmp")).expect("mkdir");
-            std::fs::copy("/bin/busybox", fs.join("bin/busybox")).expect("busybox-static");
-            for a in ["sh", "httpd", "sleep", "echo", "cat", "true"] {
-                std::os::unix::fs::symlink("busybox", fs.join("bin").join(a)).expect("symlink");
-            }
-            std::fs::write(fs.join("www/index.html"), "hello from an ECS task\n").expect("write");
-        }
-        let tar = self.dir.path().join("rootfs.tar");
-        let st = Command::new("tar")
-            .arg("-C")
-            .arg(&fs)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .expect("tar");
-        assert!(st.success());
+        let tar = super::busybox_rootfs_tar(
+            self.dir.path(),
+            &["sh", "httpd", "sleep", "echo", "cat", "true"],
+            &[("www/index.html", "hello from an ECS task\n")],
+        );
         let reference = format!("{}/{name}", self.srv.addr);
         run_ok(
             self.berth(&["image", "import", "--change", r#"CMD ["/bin/sh"]"#])

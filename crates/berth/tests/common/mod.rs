@@ -444,6 +444,39 @@ impl Drop for Server {
     }
 }
 
+/// A busybox rootfs tarball for images the tests build: `<dir>/fs` (made once: busybox-static
+/// with `applets` linked to it, an empty `/tmp`, and `files` as (path, contents)) packed into
+/// `<dir>/rootfs.tar`, which is returned.
+pub fn busybox_rootfs_tar(dir: &Path, applets: &[&str], files: &[(&str, &str)]) -> PathBuf {
+    let fs = dir.join("fs");
+    if !fs.exists() {
+        std::fs::create_dir_all(fs.join("bin")).expect("mkdir");
+        std::fs::create_dir_all(fs.join("tmp")).expect("mkdir");
+        std::fs::copy("/bin/busybox", fs.join("bin/busybox")).expect("copy busybox-static");
+        for a in applets {
+            std::os::unix::fs::symlink("busybox", fs.join("bin").join(a)).expect("symlink");
+        }
+        for (path, contents) in files {
+            let p = fs.join(path);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).expect("mkdir");
+            }
+            std::fs::write(&p, contents).expect("write");
+        }
+    }
+    let tar = dir.join("rootfs.tar");
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&fs)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .expect("tar");
+    assert!(st.success(), "tar of {}", fs.display());
+    tar
+}
+
 // ---- skopeo -----------------------------------------------------------------------------------
 
 /// skopeo with a private policy (accept anything) and auth file, so the host's configuration
