@@ -104,7 +104,7 @@ pub fn precompile(spec: &mut Spec, cache_dir: &Path) -> Result<bool, BpfError> {
     let key = {
         let json = serde_json::to_vec(&profile).map_err(compile_err)?;
         let mut h = Sha256::new();
-        h.update(b"berth-seccomp-bpf-v1\0");
+        h.update(b"berth-seccomp-bpf-v2\0");
         h.update(libseccomp_version().as_bytes());
         h.update(json);
         hex::encode(h.finalize())
@@ -233,11 +233,23 @@ fn comparisons(rule: &LinuxSyscall) -> Vec<ScmpArgCompare> {
 }
 
 /// Compiles a profile into a classic BPF program (the bytes of `struct sock_filter[]`).
+///
+/// The program is a binary tree of syscall numbers (libseccomp's optimization level 2)
+/// instead of a linear chain: Docker's profile takes ~10 comparisons per syscall instead of
+/// up to ~350, for every syscall the container makes, and the kernel's per-syscall action
+/// cache (built by emulating the filter for every syscall number when it is installed) is
+/// built in half the time.
 pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<u8>, BpfError> {
+    compile_at(profile, 2)
+}
+
+/// [`compile`] at a libseccomp optimization level (1: linear, 2: binary tree).
+fn compile_at(profile: &LinuxSeccomp, optimize: u32) -> Result<Vec<u8>, BpfError> {
     let default = action(profile.default_action(), profile.default_errno_ret())?;
     let mut ctx = ScmpFilterContext::new(default).map_err(compile_err)?;
     // The init sets no_new_privs itself (the spec asks for it); the program must not.
     ctx.set_ctl_nnp(false).map_err(compile_err)?;
+    ctx.set_ctl_optimize(optimize).map_err(compile_err)?;
     for a in profile.architectures().iter().flatten() {
         ctx.add_arch(arch(*a)).map_err(compile_err)?;
     }
@@ -445,6 +457,101 @@ mod tests {
         assert!(
             p.len() / INSN > 100,
             "Docker's profile is hundreds of instructions"
+        );
+    }
+
+    /// Runs a classic BPF seccomp program on one `struct seccomp_data`; returns the action
+    /// and how many instructions ran. Knows the opcodes libseccomp emits.
+    fn run_bpf(prog: &[u8], nr: u32, arch: u32, args: [u64; 6]) -> (u32, usize) {
+        let mut data = [0u8; 64];
+        data[0..4].copy_from_slice(&nr.to_le_bytes());
+        data[4..8].copy_from_slice(&arch.to_le_bytes());
+        for (i, a) in args.iter().enumerate() {
+            data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_le_bytes());
+        }
+        let insn = |pc: usize| {
+            let b = &prog[pc * INSN..(pc + 1) * INSN];
+            let code = u16::from_le_bytes([b[0], b[1]]);
+            let k = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+            (code, b[2] as usize, b[3] as usize, k)
+        };
+        let (mut a, mut x, mut mem) = (0u32, 0u32, [0u32; 16]);
+        let mut pc = 0;
+        for steps in 1..=prog.len() / INSN {
+            let (code, jt, jf, k) = insn(pc);
+            pc += 1;
+            let jump = |cond: bool| if cond { jt } else { jf };
+            match code {
+                0x20 => {
+                    let o = k as usize;
+                    a = u32::from_le_bytes([data[o], data[o + 1], data[o + 2], data[o + 3]]);
+                }
+                0x00 => a = k,
+                0x01 => x = k,
+                0x60 => a = mem[k as usize],
+                0x61 => x = mem[k as usize],
+                0x02 => mem[k as usize] = a,
+                0x03 => mem[k as usize] = x,
+                0x07 => x = a,
+                0x87 => a = x,
+                0x54 => a &= k,
+                0x44 => a |= k,
+                0x05 => pc += k as usize,
+                0x15 => pc += jump(a == k),
+                0x25 => pc += jump(a > k),
+                0x35 => pc += jump(a >= k),
+                0x45 => pc += jump(a & k != 0),
+                0x1d => pc += jump(a == x),
+                0x2d => pc += jump(a > x),
+                0x3d => pc += jump(a >= x),
+                0x06 => return (k, steps),
+                0x16 => return (a, steps),
+                other => panic!("opcode {other:#x} at {}", pc - 1),
+            }
+        }
+        panic!("program ran off its end")
+    }
+
+    #[test]
+    fn tree_program_decides_as_the_linear_one() {
+        let profile = default_profile(&[Capability::Chown], "x86_64").expect("profile");
+        let tree = compile(&profile).expect("tree");
+        let linear = compile_at(&profile, 1).expect("linear");
+        assert_ne!(tree, linear, "optimization level 2 changed nothing");
+        const X86_64: u32 = 0xc000_003e;
+        const I386: u32 = 0x4000_0003;
+        const X32: u32 = 0x4000_0000;
+        let arg_sets: [[u64; 6]; 9] = [
+            [0; 6],
+            [0x1000_0000, 0, 0, 0, 0, 0], // clone(CLONE_NEWUSER)
+            [0x7e02_0000, 0, 0, 0, 0, 0], // every namespace flag
+            [0x11, 0, 0, 0, 0, 0],        // clone(SIGCHLD)
+            [0x8, 0, 0, 0, 0, 0],         // personality(PER_LINUX32)
+            [0xffff_ffff, 0, 0, 0, 0, 0], // personality query
+            [40, 1, 0, 0, 0, 0],          // socket(AF_VSOCK)
+            [16, 3, 9, 0, 0, 0],          // socket(AF_NETLINK, NETLINK_AUDIT)
+            [1 << 40 | 0x20000, u64::MAX, 2, 3, 4, 5],
+        ];
+        let (mut tree_steps, mut linear_steps, mut calls) = (0, 0, 0);
+        for (arch, base, count) in [(X86_64, 0, 470), (X86_64, X32, 560), (I386, 0, 470)] {
+            for nr in base..base + count {
+                for args in arg_sets {
+                    let (t, ts) = run_bpf(&tree, nr, arch, args);
+                    let (l, ls) = run_bpf(&linear, nr, arch, args);
+                    assert_eq!(t, l, "arch {arch:#x} nr {nr:#x} args {args:x?}");
+                    tree_steps += ts;
+                    linear_steps += ls;
+                    calls += 1;
+                }
+            }
+        }
+        // Foreign architectures are killed (SECCOMP_RET_KILL_THREAD); allowed syscalls
+        // answer SECCOMP_RET_ALLOW.
+        assert_eq!(run_bpf(&tree, 0, 0xc000_00b7, [0; 6]).0, 0);
+        assert_eq!(run_bpf(&tree, 1, X86_64, [0; 6]).0, 0x7fff_0000, "write");
+        assert!(
+            tree_steps * 3 < linear_steps,
+            "tree {tree_steps} vs linear {linear_steps} instructions over {calls} calls"
         );
     }
 

@@ -1,0 +1,52 @@
+// SPDX-License-Identifier: MPL-2.0 OR LGPL-3.0-or-later
+/*
+ * libpathrs: safe path resolution on Linux
+ * Copyright (C) 2019-2025 SUSE LLC
+ * Copyright (C) 2026 Aleksa Sarai <cyphar@cyphar.com>
+ *
+ * == MPL-2.0 ==
+ *
+ *  This Source Code Form is subject to the terms of the Mozilla Public
+ *  License, v. 2.0. If a copy of the MPL was not distributed with this
+ *  file, You can obtain one at https://mozilla.org/MPL/2.0/.
+ *
+ * Alternatively, this Source Code Form may also (at your option) be used
+ * under the terms of the GNU Lesser General Public License Version 3, as
+ * described below:
+ *
+ * == LGPL-3.0-or-later ==
+ *
+ *  This program is free software: you can redistribute it and/or modify it
+ *  under the terms of the GNU Lesser General Public License as published by
+ *  the Free Software Foundation, either version 3 of the License, or (at
+ *  your option) any later version.
+ *
+ *  This program is distributed in the hope that it will be useful, but
+ *  WITHOUT ANY WARRANTY; without even the implied warranty of
+ * MERCHANTABILITY  or FITNESS FOR A PARTICULAR PURPOSE. See the GNU General
+ * Public License  for more details.
+ *
+ *  You should have received a copy of the GNU Lesser General Public License
+ *  along with this program. If not, see <https://www.gnu.org/licenses/>.
+ */
+
+// We need to permit unsafe code because we are exposing C APIs over FFI and
+// thus need to interact with C callers.
+#![allow(unsafe_code)]
+
+/// Core pathrs function wrappers.
+pub mod core;
+
+/// procfs-related function wrappers.
+pub mod procfs;
+
+/// C-friendly [`Error`](crate::error::Error) representation and helpers.
+pub mod error;
+
+/// Helpers for converting [`Result`] into C-style int returns.
+pub mod ret;
+
+/// Version information.
+pub mod version;
+
+mod utils;
