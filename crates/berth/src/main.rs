@@ -4,8 +4,26 @@ mod cli;
 
 use clap::Parser;
 
+/// Logging of a shim forked by the zygote, as `berth shim` sets it up.
+fn shim_tracing() {
+    cli::init_tracing("text");
+}
+
 fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
+    // Commands that start containers fork the shim zygote while still single-threaded; their
+    // shims are then forked from it instead of re-executing this binary (~2 ms a container).
+    if matches!(
+        args.cmd,
+        cli::Command::Run(_)
+            | cli::Command::Build(_)
+            | cli::Command::Serve(_)
+            | cli::Command::Agent(_)
+    ) {
+        if let Err(e) = berth_runtime::shim::zygote::start(shim_tracing) {
+            eprintln!("berth: no shim zygote ({e}); shims are re-executed");
+        }
+    }
     cli::init_tracing(&args.log_format);
     // One single-threaded process per container: never start the multi-threaded runtime here.
     if let cli::Command::Shim(shim) = args.cmd {

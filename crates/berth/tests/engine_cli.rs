@@ -257,6 +257,29 @@ fn detached_ps_logs_stop_rm() {
         ps.contains(&id[..12]) && ps.contains("Up") && ps.contains("sleeper"),
         "{ps}"
     );
+    // `berth run` forked the shim from its zygote: named `berth-shim`, carrying the command
+    // line of the `berth run` that started it (a re-executed shim's is `berth shim --id ..`).
+    let shim_state: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            env.root
+                .join("containers")
+                .join(&id)
+                .join("state/state.json"),
+        )
+        .expect("shim state"),
+    )
+    .expect("shim state json");
+    let shim_pid = shim_state["shimPid"].as_i64().expect("shim_pid");
+    let comm = std::fs::read_to_string(format!("/proc/{shim_pid}/comm")).expect("comm");
+    assert_eq!(comm.trim(), "berth-shim");
+    let cmdline = std::fs::read(format!("/proc/{shim_pid}/cmdline")).expect("cmdline");
+    let argv: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    assert_eq!(
+        argv.get(1),
+        Some(&&b"run"[..]),
+        "{:?}",
+        String::from_utf8_lossy(&cmdline)
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let logs = env.stdout(&["logs", "sleeper"]);

@@ -3,7 +3,8 @@
 //! youki's libcontainer forks, changes the working directory and waits on children; driven from a
 //! multi-threaded tokio process it deadlocked after a few dozen containers. So the engine calls
 //! [`spawn`], which re-executes the `berth` binary as `berth shim --id .. --bundle .. --state ..
-//! --root ..`; that process ([`shim_main`]) detaches (new session, forks once so the engine never
+//! --root ..` (or has the [`zygote`] fork it with those arguments); that process
+//! ([`shim_main`]) detaches (new session, forks once so the engine never
 //! has to reap it), creates and starts the container with libcontainer, and then:
 //! - copies the container's stdout/stderr into `STATE_DIR/container.log` as Docker json-file lines;
 //! - answers requests on `STATE_DIR/shim.sock` (kill, state, wait for the exit, resize);
@@ -27,7 +28,9 @@
 
 mod restart;
 mod server;
+pub mod zygote;
 
+use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -405,8 +408,8 @@ pub fn process_start_ticks(pid: i32) -> Option<u64> {
     fields.nth(22 - 4)?.parse().ok()
 }
 
-/// Starts a shim for `req` by re-executing `exe shim ...` and waits until it reports the
-/// container started (or failed). Blocking: call it from a blocking thread in async code.
+/// Starts a shim for `req`, forked by the [`zygote`] if this process started one, else by
+/// re-executing `exe shim ...`, and waits until it reports the container started (or failed). Blocking: call it from a blocking thread in async code.
 pub fn spawn(exe: &Path, req: &ShimRequest) -> Result<ShimHandle, ShimError> {
     fs::create_dir_all(&req.state_dir).map_err(|source| ShimError::StateDir {
         path: req.state_dir.clone(),
@@ -425,43 +428,53 @@ pub fn spawn(exe: &Path, req: &ShimRequest) -> Result<ShimHandle, ShimError> {
     let (report_rd, report_wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ShimError::Pipe)?;
     let wr_fd = report_wr.as_raw_fd();
 
-    let mut cmd = Command::new(exe);
-    cmd.arg("shim")
-        .arg("--id")
-        .arg(&req.id)
-        .arg("--bundle")
-        .arg(&req.bundle)
-        .arg("--state")
-        .arg(&req.state_dir)
-        .arg("--root")
-        .arg(&req.runtime_root)
-        .arg("--restart")
-        .arg(req.restart.to_string())
-        .arg("--ready-fd")
-        .arg(wr_fd.to_string());
+    let mut args: Vec<OsString> = vec![
+        "--id".into(),
+        req.id.clone().into(),
+        "--bundle".into(),
+        req.bundle.clone().into(),
+        "--state".into(),
+        req.state_dir.clone().into(),
+        "--root".into(),
+        req.runtime_root.clone().into(),
+        "--restart".into(),
+        req.restart.to_string().into(),
+    ];
     if req.tty {
-        cmd.arg("--tty");
+        args.push("--tty".into());
     }
     if req.stdin {
-        cmd.arg("--stdin");
+        args.push("--stdin".into());
     }
     for a in &req.on_exit {
-        cmd.arg("--on-exit").arg(a);
+        args.push("--on-exit".into());
+        args.push(a.into());
     }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(shim_log))
-        .current_dir("/");
-    detach_and_pass_fd(&mut cmd, wr_fd);
-    let mut child = cmd.spawn().map_err(|source| ShimError::Exec {
-        exe: exe.to_path_buf(),
-        source,
-    })?;
-    drop(report_wr);
-
-    let report = read_report(report_rd, req.start_timeout);
-    // The first shim process forks the real shim and exits at once (or failed early).
-    let _ = child.wait();
+    let report = if zygote::spawn(&args, report_wr.as_fd(), shim_log.as_fd()) {
+        drop(report_wr);
+        drop(shim_log);
+        read_report(report_rd, req.start_timeout)
+    } else {
+        let mut cmd = Command::new(exe);
+        cmd.arg("shim")
+            .args(&args)
+            .arg("--ready-fd")
+            .arg(wr_fd.to_string());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(shim_log))
+            .current_dir("/");
+        detach_and_pass_fd(&mut cmd, wr_fd);
+        let mut child = cmd.spawn().map_err(|source| ShimError::Exec {
+            exe: exe.to_path_buf(),
+            source,
+        })?;
+        drop(report_wr);
+        let report = read_report(report_rd, req.start_timeout);
+        // The first shim process forks the real shim and exits at once (or failed early).
+        let _ = child.wait();
+        report
+    };
     let report = match report {
         Ok(Some(r)) => r,
         Ok(None) => {

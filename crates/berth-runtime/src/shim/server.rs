@@ -306,6 +306,9 @@ fn send_signal(pid: Pid, signal: i32) -> Result<(), Errno> {
 
 /// Entry point of `berth shim`. Returns the process exit code.
 pub fn shim_main(args: ShimArgs) -> i32 {
+    // One name for every shim, re-executed or forked by the zygote (whose command line is
+    // its engine's): `pgrep -x berth-shim`.
+    let _ = nix::sys::prctl::set_name(c"berth-shim");
     let mut reporter = Reporter::new(args.ready_fd);
     let threads = thread_count();
     if threads != 1 {

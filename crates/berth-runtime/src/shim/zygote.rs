@@ -1,0 +1,211 @@
+//! The shim zygote: a single-threaded child that `berth` forks at startup, before any other
+//! thread exists, and that forks shims on request instead of [`super::spawn`] re-executing the
+//! binary.
+//!
+//! Re-executing costs a fork of the (multi-threaded, large) engine process, an `execve`, the
+//! dynamic loader and the command-line parser: ~2 ms of every container start, more than a
+//! fifth of a `berth run` here. The zygote is forked while the process is still small and
+//! single-threaded, so its children may run any code, exactly like the re-executed shim.
+//!
+//! Protocol: a `SOCK_SEQPACKET` socket pair. One message per shim: the JSON array of the
+//! `berth shim` arguments (as [`super::spawn`] would pass them, without the program and the
+//! `shim` word) with two descriptors attached (`SCM_RIGHTS`): the write end of the readiness
+//! pipe and the shim's log file. The zygote forks; the child starts a new session, takes
+//! `/dev/null` as stdin/stdout and the log as stderr, parses the arguments and runs
+//! [`super::shim_main`], which detaches once more and reports on the readiness pipe as
+//! always. The zygote reaps that first child and waits for the next message; it exits when
+//! the socket closes (the engine process ended). If the zygote is gone, [`super::spawn`]
+//! re-executes the binary as before.
+
+use std::ffi::OsString;
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Mutex;
+
+use clap::Parser;
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+use nix::sys::wait::waitpid;
+use nix::unistd::{dup2, fork, setsid, ForkResult};
+
+use super::ShimArgs;
+
+/// The largest request (the arguments of one shim as JSON).
+const MAX_REQUEST: usize = 64 * 1024;
+
+/// The engine's end of the zygote's socket; `None` before [`start`] or once the zygote is gone.
+static ZYGOTE: Mutex<Option<OwnedFd>> = Mutex::new(None);
+
+/// Forks the zygote. Call it only while the process is single-threaded (first thing in
+/// `main`, before any runtime or thread): the zygote is a copy of the process at that moment.
+/// An error leaves shims to be re-executed. `init` runs in each shim once its stderr is the
+/// shim's log (the binary sets up logging there, as a re-executed shim does).
+#[allow(unsafe_code)]
+pub fn start(init: fn()) -> nix::Result<()> {
+    if super::server::thread_count() != 1 {
+        return Err(nix::errno::Errno::EBUSY);
+    }
+    let (engine_end, zygote_end) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )?;
+    // SAFETY: the caller guarantees a single-threaded process, so no lock can be held by a
+    // thread that does not exist in the child.
+    match unsafe { fork() }? {
+        ForkResult::Child => {
+            drop(engine_end);
+            serve(zygote_end, init)
+        }
+        ForkResult::Parent { .. } => {
+            drop(zygote_end);
+            if let Ok(mut z) = ZYGOTE.lock() {
+                *z = Some(engine_end);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Asks the zygote for a shim with these arguments; false if there is no zygote (or it is
+/// gone), and the caller re-executes the binary instead.
+pub(super) fn spawn(args: &[OsString], ready: BorrowedFd<'_>, log: BorrowedFd<'_>) -> bool {
+    let Ok(mut guard) = ZYGOTE.lock() else {
+        return false;
+    };
+    let Some(sock) = guard.as_ref() else {
+        return false;
+    };
+    let args: Vec<String> = match args.iter().map(|a| a.clone().into_string()).collect() {
+        Ok(a) => a,
+        Err(_) => return false, // not UTF-8: the exec path passes it as is
+    };
+    let Ok(msg) = serde_json::to_vec(&args) else {
+        return false;
+    };
+    if msg.len() > MAX_REQUEST {
+        return false;
+    }
+    let fds = [ready.as_raw_fd(), log.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    match sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[IoSlice::new(&msg)],
+        &cmsg,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    ) {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::debug!(error = %e, "the shim zygote is gone; re-executing shims");
+            *guard = None;
+            false
+        }
+    }
+}
+
+/// The zygote's loop. Never returns.
+fn serve(sock: OwnedFd, init: fn()) -> ! {
+    let _ = nix::sys::prctl::set_name(c"berth-zygote");
+    // Let go of the engine's stdio at once: a caller reading `berth run -d`'s output waits for
+    // EOF, which must not depend on this process.
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null");
+    if let Ok(null) = &null {
+        for fd in 0..3 {
+            let _ = dup2(null.as_raw_fd(), fd);
+        }
+    }
+    drop(null);
+    let mut buf = vec![0u8; MAX_REQUEST];
+    loop {
+        let (args, fds) = match receive(&sock, &mut buf) {
+            Ok(Some(r)) => r,
+            Ok(None) => std::process::exit(0),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => std::process::exit(1),
+        };
+        let [ready, log] = match <[OwnedFd; 2]>::try_from(fds) {
+            Ok(f) => f,
+            Err(_) => continue, // malformed: the engine times out on its readiness pipe
+        };
+        let Some(args) = args else {
+            continue;
+        };
+        fork_shim(&sock, args, ready, log, init);
+    }
+}
+
+/// One request: the arguments (`None` if they do not parse) and the attached descriptors.
+/// `Ok(None)` at EOF.
+type Request = (Option<Vec<String>>, Vec<OwnedFd>);
+
+fn receive(sock: &OwnedFd, buf: &mut [u8]) -> nix::Result<Option<Request>> {
+    let mut cmsg = nix::cmsg_space!([RawFd; 2]);
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    let msg = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
+    let mut fds = Vec::new();
+    for c in msg.cmsgs()? {
+        if let ControlMessageOwned::ScmRights(received) = c {
+            for fd in received {
+                // SAFETY: the kernel just installed this descriptor in our table for us.
+                #[allow(unsafe_code)]
+                fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    let n = msg.bytes;
+    if n == 0 && fds.is_empty() {
+        return Ok(None);
+    }
+    let args = serde_json::from_slice::<Vec<String>>(&iov[0][..n]).ok();
+    Ok(Some((args, fds)))
+}
+
+/// Forks one shim and reaps the fork's first process (the shim detaches at once).
+#[allow(unsafe_code)]
+fn fork_shim(sock: &OwnedFd, args: Vec<String>, ready: OwnedFd, log: OwnedFd, init: fn()) {
+    // SAFETY: the zygote is single-threaded.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let _ = nix::unistd::close(sock.as_raw_fd());
+            let _ = setsid();
+            let _ = std::env::set_current_dir("/");
+            let _ = dup2(log.as_raw_fd(), 2);
+            drop(log);
+            init();
+            let argv = std::iter::once("shim".to_owned()).chain(args);
+            let code = match ShimArgs::try_parse_from(argv) {
+                Ok(mut a) => {
+                    a.ready_fd = Some(ready.as_raw_fd());
+                    // The shim owns the descriptor from here (its reporter closes it).
+                    std::mem::forget(ready);
+                    super::shim_main(a)
+                }
+                Err(e) => {
+                    eprintln!("berth shim (zygote): {e}");
+                    2
+                }
+            };
+            std::process::exit(code)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(ready);
+            drop(log);
+            let _ = waitpid(child, None);
+        }
+        Err(_) => {
+            // Dropping the readiness pipe's write end ends the engine's wait with no report.
+        }
+    }
+}
