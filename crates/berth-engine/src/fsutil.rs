@@ -52,8 +52,10 @@ pub(crate) fn purge_trash(root: &Path) {
     }
 }
 
-/// Starts `rm -rf --one-file-system PATH` in its own process group, reaped by a thread (the
-/// process finishes the job if this one exits first). False if it could not start.
+/// Starts `rm -rf --one-file-system PATH` detached: through the shim zygote when this process
+/// has one (it forks and execs `rm` there, not in this large multi-threaded process), else in
+/// its own process group, reaped by a thread (the process finishes the job if this one exits
+/// first). False if it could not start.
 fn remove_in_background(path: &Path) -> bool {
     use std::os::unix::process::CommandExt;
     // Not through PATH: this runs as root.
@@ -61,6 +63,11 @@ fn remove_in_background(path: &Path) -> bool {
         .into_iter()
         .find(|p| Path::new(p).exists())
         .unwrap_or("rm");
+    if let Some(p) = path.to_str() {
+        if berth_runtime::shim::zygote::run_detached(&[rm, "-rf", "--one-file-system", "--", p]) {
+            return true;
+        }
+    }
     let child = std::process::Command::new(rm)
         .args(["-rf", "--one-file-system", "--"])
         .arg(path)

@@ -16,6 +16,11 @@
 //! always. The zygote reaps that first child and waits for the next message; it exits when
 //! the socket closes (the engine process ended). If the zygote is gone, [`super::spawn`]
 //! re-executes the binary as before.
+//!
+//! A message without descriptors is a detached command instead ([`run_detached`]: the
+//! background `rm -rf` of a removed container's directory): the zygote forks, the child forks
+//! again and exits, and the grandchild (new session, `/dev/null` stdio) executes the command.
+//! The engine does not pay for a fork and exec of its own large multi-threaded process.
 
 use std::ffi::OsString;
 use std::io::IoSlice;
@@ -73,34 +78,49 @@ pub fn start(init: fn()) -> nix::Result<()> {
 /// Asks the zygote for a shim with these arguments; false if there is no zygote (or it is
 /// gone), and the caller re-executes the binary instead.
 pub(super) fn spawn(args: &[OsString], ready: BorrowedFd<'_>, log: BorrowedFd<'_>) -> bool {
+    let args: Vec<String> = match args.iter().map(|a| a.clone().into_string()).collect() {
+        Ok(a) => a,
+        Err(_) => return false, // not UTF-8: the exec path passes it as is
+    };
+    send(&args, &[ready.as_raw_fd(), log.as_raw_fd()])
+}
+
+/// Has the zygote run `argv` (an absolute program path, then its arguments) detached: its
+/// own session, `/dev/null` stdio, reaped by nobody here. False if there is no zygote; the
+/// caller starts the command itself.
+pub fn run_detached(argv: &[&str]) -> bool {
+    if !argv.first().is_some_and(|p| p.starts_with('/')) {
+        return false;
+    }
+    let argv: Vec<String> = argv.iter().map(|a| (*a).to_owned()).collect();
+    send(&argv, &[])
+}
+
+fn send(args: &[String], fds: &[RawFd]) -> bool {
     let Ok(mut guard) = ZYGOTE.lock() else {
         return false;
     };
     let Some(sock) = guard.as_ref() else {
         return false;
     };
-    let args: Vec<String> = match args.iter().map(|a| a.clone().into_string()).collect() {
-        Ok(a) => a,
-        Err(_) => return false, // not UTF-8: the exec path passes it as is
-    };
-    let Ok(msg) = serde_json::to_vec(&args) else {
+    let Ok(msg) = serde_json::to_vec(args) else {
         return false;
     };
     if msg.len() > MAX_REQUEST {
         return false;
     }
-    let fds = [ready.as_raw_fd(), log.as_raw_fd()];
-    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let rights = [ControlMessage::ScmRights(fds)];
+    let cmsg: &[ControlMessage<'_>] = if fds.is_empty() { &[] } else { &rights };
     match sendmsg::<()>(
         sock.as_raw_fd(),
         &[IoSlice::new(&msg)],
-        &cmsg,
+        cmsg,
         MsgFlags::MSG_NOSIGNAL,
         None,
     ) {
         Ok(_) => true,
         Err(e) => {
-            tracing::debug!(error = %e, "the shim zygote is gone; re-executing shims");
+            tracing::debug!(error = %e, "the shim zygote is gone");
             *guard = None;
             false
         }
@@ -130,12 +150,16 @@ fn serve(sock: OwnedFd, init: fn()) -> ! {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => std::process::exit(1),
         };
+        let Some(args) = args else {
+            continue;
+        };
+        if fds.is_empty() {
+            fork_detached(&sock, args);
+            continue;
+        }
         let [ready, log] = match <[OwnedFd; 2]>::try_from(fds) {
             Ok(f) => f,
             Err(_) => continue, // malformed: the engine times out on its readiness pipe
-        };
-        let Some(args) = args else {
-            continue;
         };
         fork_shim(&sock, args, ready, log, init);
     }
@@ -207,5 +231,40 @@ fn fork_shim(sock: &OwnedFd, args: Vec<String>, ready: OwnedFd, log: OwnedFd, in
         Err(_) => {
             // Dropping the readiness pipe's write end ends the engine's wait with no report.
         }
+    }
+}
+
+/// Runs a detached command: fork, fork again, and the grandchild executes `argv` in its own
+/// session with `/dev/null` stdio; the first child exits at once and is reaped here.
+#[allow(unsafe_code)]
+fn fork_detached(sock: &OwnedFd, argv: Vec<String>) {
+    let Ok(cargs) = argv
+        .iter()
+        .map(|a| std::ffi::CString::new(a.as_bytes()))
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        return;
+    };
+    let Some(program) = cargs.first().cloned() else {
+        return;
+    };
+    // SAFETY: the zygote is single-threaded.
+    match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            let _ = nix::unistd::close(sock.as_raw_fd());
+            let _ = setsid();
+            // SAFETY: single-threaded too; the grandchild only execs (or exits).
+            if let Ok(ForkResult::Child) = unsafe { fork() } {
+                let _ = nix::unistd::execv(&program, &cargs);
+                // SAFETY: _exit is async-signal-safe and skips the parent's atexit handlers.
+                unsafe { libc::_exit(127) }
+            }
+            // SAFETY: as above.
+            unsafe { libc::_exit(0) }
+        }
+        Ok(ForkResult::Parent { child }) => {
+            let _ = waitpid(child, None);
+        }
+        Err(_) => {}
     }
 }

@@ -85,9 +85,28 @@ pub enum V1ManagerError {
 impl Manager {
     /// Constructs a new cgroup manager with cgroups_path being relative to the root of the subsystem
     pub fn new(cgroup_path: &Path) -> Result<Self, V1ManagerError> {
+        // Berth patch: mountinfo and /proc/self/cgroup are read once for all subsystems
+        // (upstream read both once per subsystem: ~24 checked procfs opens per manager).
+        // As upstream, a failure leaves the subsystem out with a warning.
+        let inputs = util::read_cgroup_mounts()
+            .map_err(V1ManagerError::from)
+            .and_then(|mounts| {
+                let cgroups = ProcessCGroups::from_read(ProcfsHandle::new()?.open(
+                    ProcfsBase::ProcSelf,
+                    "cgroup",
+                    OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,
+                )?)?;
+                Ok((mounts, cgroups))
+            });
         let mut subsystems = HashMap::new();
         for subsystem in CONTROLLERS {
-            if let Ok(subsystem_path) = Self::get_subsystem_path(cgroup_path, subsystem) {
+            let path = match &inputs {
+                Ok((mounts, cgroups)) => {
+                    Self::get_subsystem_path(cgroup_path, subsystem, mounts, cgroups)
+                }
+                Err(_) => Err(V1ManagerError::SubsystemDoesNotExist),
+            };
+            if let Ok(subsystem_path) = path {
                 subsystems.insert(*subsystem, subsystem_path);
             } else {
                 tracing::warn!("cgroup {} not supported on this system", subsystem);
@@ -100,18 +119,16 @@ impl Manager {
     fn get_subsystem_path(
         cgroup_path: &Path,
         subsystem: &CtrlType,
+        mounts: &[procfs::process::MountInfo],
+        cgroups: &ProcessCGroups,
     ) -> Result<PathBuf, V1ManagerError> {
         tracing::debug!("Get path for subsystem: {}", subsystem);
-        let mount_point = util::get_subsystem_mount_point(subsystem)?;
+        let mount_point = util::subsystem_mount_point_in(mounts, subsystem)?;
 
-        let cgroup = ProcessCGroups::from_read(ProcfsHandle::new()?.open(
-            ProcfsBase::ProcSelf,
-            "cgroup",
-            OpenFlags::O_RDONLY | OpenFlags::O_CLOEXEC,
-        )?)?
-        .into_iter()
-        .find(|c| c.controllers.contains(&subsystem.to_string()))
-        .ok_or(V1ManagerError::SubsystemDoesNotExist)?;
+        let cgroup = cgroups
+            .into_iter()
+            .find(|c| c.controllers.contains(&subsystem.to_string()))
+            .ok_or(V1ManagerError::SubsystemDoesNotExist)?;
 
         let p = if cgroup_path.as_os_str().is_empty() {
             mount_point.join_safely(Path::new(&cgroup.pathname))?

@@ -62,7 +62,13 @@ pub fn list_supported_mount_points() -> Result<HashMap<ControllerType, PathBuf>,
 }
 
 pub fn get_subsystem_mount_point(subsystem: &ControllerType) -> Result<PathBuf, V1MountPointError> {
-    let subsystem_name = subsystem.to_string();
+    subsystem_mount_point_in(&read_cgroup_mounts()?, subsystem)
+}
+
+/// Berth patch: the `cgroup` mounts of `/proc/self/mountinfo`, read once, so a caller that
+/// needs every subsystem (the v1 [`super::manager::Manager`]) does not re-read and re-parse
+/// mountinfo per subsystem (through a checked procfs handle each time).
+pub fn read_cgroup_mounts() -> Result<Vec<MountInfo>, V1MountPointError> {
     let reader = BufReader::new(ProcfsHandle::new()?.open(
         ProcfsBase::ProcSelf,
         "mountinfo",
@@ -75,32 +81,40 @@ pub fn get_subsystem_mount_point(subsystem: &ControllerType) -> Result<PathBuf, 
             lr.map_err(V1MountPointError::Io)
                 .and_then(|line| MountInfo::from_line(&line).map_err(V1MountPointError::MountInfo))
         })
-        .find_map(|r| match r {
-            Err(e) => Some(Err(e)),
-            Ok(m) if m.fs_type == "cgroup" => {
-                // Some systems mount net_prio and net_cls in the same directory
-                // other systems mount them in their own directories. This
-                // should handle both cases.
-                let ok = match subsystem_name.as_str() {
-                    "net_cls" => ["net_cls,net_prio", "net_prio,net_cls", "net_cls"]
-                        .iter()
-                        .any(|s| m.mount_point.ends_with(s)),
-                    "net_prio" => ["net_cls,net_prio", "net_prio,net_cls", "net_prio"]
-                        .iter()
-                        .any(|s| m.mount_point.ends_with(s)),
-                    "cpu" => ["cpu,cpuacct", "cpu"]
-                        .iter()
-                        .any(|s| m.mount_point.ends_with(s)),
-                    "cpuacct" => ["cpu,cpuacct", "cpuacct"]
-                        .iter()
-                        .any(|s| m.mount_point.ends_with(s)),
-                    _ => m.mount_point.ends_with(&subsystem_name),
-                };
-                if ok { Some(Ok(m.mount_point)) } else { None }
-            }
-            Ok(_) => None,
+        .filter(|r| r.as_ref().map_or(true, |m| m.fs_type == "cgroup"))
+        .collect()
+}
+
+/// Berth patch: [`get_subsystem_mount_point`] over mounts read by [`read_cgroup_mounts`].
+pub fn subsystem_mount_point_in(
+    mounts: &[MountInfo],
+    subsystem: &ControllerType,
+) -> Result<PathBuf, V1MountPointError> {
+    let subsystem_name = subsystem.to_string();
+    mounts
+        .iter()
+        .filter(|m| m.fs_type == "cgroup")
+        .find_map(|m| {
+            // Some systems mount net_prio and net_cls in the same directory
+            // other systems mount them in their own directories. This
+            // should handle both cases.
+            let ok = match subsystem_name.as_str() {
+                "net_cls" => ["net_cls,net_prio", "net_prio,net_cls", "net_cls"]
+                    .iter()
+                    .any(|s| m.mount_point.ends_with(s)),
+                "net_prio" => ["net_cls,net_prio", "net_prio,net_cls", "net_prio"]
+                    .iter()
+                    .any(|s| m.mount_point.ends_with(s)),
+                "cpu" => ["cpu,cpuacct", "cpu"]
+                    .iter()
+                    .any(|s| m.mount_point.ends_with(s)),
+                "cpuacct" => ["cpu,cpuacct", "cpuacct"]
+                    .iter()
+                    .any(|s| m.mount_point.ends_with(s)),
+                _ => m.mount_point.ends_with(&subsystem_name),
+            };
+            ok.then(|| m.mount_point.clone())
         })
-        .transpose()?
         .ok_or(V1MountPointError::NotFound {
             subsystem: *subsystem,
         })
