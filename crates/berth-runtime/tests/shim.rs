@@ -202,8 +202,17 @@ impl Fixture {
             .collect()
     }
 
-    /// No cgroup directory, mount, libcontainer state or shim process left.
+    /// No cgroup directory, mount, libcontainer state or shim process left. The shim removes
+    /// the cgroups and libcontainer's state after it answered the waiters, then ends: its end
+    /// comes first.
     fn assert_clean(&self) {
+        if let Some(h) = &self.handle {
+            assert!(
+                wait_gone(h.shim_pid, Duration::from_secs(5)),
+                "shim {} still running",
+                h.shim_pid
+            );
+        }
         let mounts = cgroup::mounts().expect("cgroup mounts");
         for dir in cgroup::dirs(&mounts, &self.cgroups_path()).expect("cgroup dirs") {
             assert!(!dir.exists(), "cgroup directory left: {}", dir.display());
@@ -219,11 +228,6 @@ impl Fixture {
             "libcontainer state left"
         );
         if let Some(h) = &self.handle {
-            assert!(
-                wait_gone(h.shim_pid, Duration::from_secs(5)),
-                "shim {} still running",
-                h.shim_pid
-            );
             assert!(!alive(h.pid), "container init {} still running", h.pid);
             assert!(!self.state().join(shim::SOCKET_FILE).exists());
             assert!(!self.state().join(shim::ATTACH_FILE).exists());

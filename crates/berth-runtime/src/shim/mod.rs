@@ -408,6 +408,44 @@ pub fn process_start_ticks(pid: i32) -> Option<u64> {
     fields.nth(22 - 4)?.parse().ok()
 }
 
+/// Waits until the process `pid` that started at `start_ticks` has ended (a zombie counts as
+/// ended); true when it has (or never was), false after `timeout`. Waits on a pidfd.
+#[allow(unsafe_code)]
+pub fn wait_process_gone(pid: i32, start_ticks: u64, timeout: Duration) -> bool {
+    if process_start_ticks(pid) != Some(start_ticks) {
+        return true;
+    }
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let Ok(raw) = i32::try_from(raw) else {
+        return false;
+    };
+    if raw < 0 {
+        // ESRCH: gone already.
+        return io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+    }
+    // SAFETY: the kernel just returned this new descriptor, owned by nobody else.
+    let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    // The pid may have been reused between the check above and pidfd_open.
+    if process_start_ticks(pid) != Some(start_ticks) {
+        return true;
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(n) if n > 0 => return true,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return process_start_ticks(pid) != Some(start_ticks),
+        }
+    }
+}
+
 /// Starts a shim for `req`, forked by the [`zygote`] if this process started one, else by
 /// re-executing `exe shim ...`, and waits until it reports the container started (or failed). Blocking: call it from a blocking thread in async code.
 pub fn spawn(exe: &Path, req: &ShimRequest) -> Result<ShimHandle, ShimError> {

@@ -896,6 +896,7 @@ impl Shim {
                     {
                         return self.finish(exit);
                     }
+                    self.release();
                     self.restart_count += 1;
                     let delay = self.backoff.next(ran_for);
                     tracing::info!(
@@ -1557,8 +1558,20 @@ impl Shim {
         }
     }
 
+    /// Removes the exited container's cgroups and libcontainer state ([`Self::reap`] first):
+    /// before a restart, or after [`Self::finish`] answered the waiters.
+    fn release(&self) {
+        cleanup_cgroups(&self.mounts, &self.cgroups_path);
+        if self.container_root.exists() {
+            if let Err(e) = fs::remove_dir_all(&self.container_root) {
+                tracing::warn!(error = %e, dir = %self.container_root.display(), "cannot remove the container's runtime state");
+            }
+        }
+    }
+
     /// After the init exited: drains the output, reads the OOM-kill counter, deletes the
-    /// container, reaps the init and removes its cgroups and libcontainer state.
+    /// container (hooks only) and reaps the init. Its cgroups and libcontainer state stay
+    /// for [`Self::release`].
     fn reap(&mut self, status: WaitStatus, finished_at: OffsetDateTime) -> ExitInfo {
         self.drain_outputs();
         // This run's stdin is gone; attached clients stay (for a restart, or until `finish`).
@@ -1594,12 +1607,6 @@ impl Shim {
             let _ = waitpid(init, None);
         }
         self.reap_strays();
-        cleanup_cgroups(&self.mounts, &self.cgroups_path);
-        if self.container_root.exists() {
-            if let Err(e) = fs::remove_dir_all(&self.container_root) {
-                tracing::warn!(error = %e, dir = %self.container_root.display(), "cannot remove the container's runtime state");
-            }
-        }
 
         let (exit_code, signal) = match status {
             WaitStatus::Exited(_, code) => (code, None),
@@ -1670,6 +1677,10 @@ impl Shim {
             };
             reply(&mut c.stream, &r);
         }
+        // The waiters have the exit: the cgroups and libcontainer's state go now, off their
+        // path (the engine's removal waits for this process to end, except a foreground
+        // `run --rm`, which leaves both to it).
+        self.release();
         let _ = fs::remove_file(self.args.state.join(SOCKET_FILE));
         // Durable after the waiters were answered: they need not wait for the disk.
         if let Err(e) = sync_file(&self.args.state, EXIT_FILE) {

@@ -496,7 +496,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
     drop(raw);
     if rm {
         blocking(move || {
-            if let Err(e) = engine.remove_with_volumes(&id, true, true) {
+            if let Err(e) = engine.remove_after_run(&id) {
                 eprintln!("berth: cannot remove container {}: {e:#}", &id[..12]);
             }
             Ok(())
