@@ -9,21 +9,34 @@ fn shim_tracing() {
     cli::init_tracing("text");
 }
 
+/// The subcommand word of the raw command line (before the parser runs): the first argument
+/// that is neither an option nor the value of `--log-format` (the only global option).
+fn subcommand_word() -> Option<String> {
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--log-format" {
+            args.next();
+        } else if !a.starts_with('-') {
+            return Some(a);
+        }
+    }
+    None
+}
+
 fn main() -> std::process::ExitCode {
-    let args = cli::Cli::parse();
-    // Commands that start containers fork the shim zygote while still single-threaded; their
-    // shims are then forked from it instead of re-executing this binary (~2 ms a container).
+    // Commands that start containers fork the shim zygote first thing, while the process is
+    // single-threaded and small (before the parser builds the whole command tree): shims are
+    // then forked from it instead of re-executing this binary (~2 ms a container). The word
+    // is only a hint; an unused zygote exits with this process.
     if matches!(
-        args.cmd,
-        cli::Command::Run(_)
-            | cli::Command::Build(_)
-            | cli::Command::Serve(_)
-            | cli::Command::Agent(_)
+        subcommand_word().as_deref(),
+        Some("run" | "build" | "serve" | "agent")
     ) {
         if let Err(e) = berth_runtime::shim::zygote::start(shim_tracing) {
             eprintln!("berth: no shim zygote ({e}); shims are re-executed");
         }
     }
+    let args = cli::Cli::parse();
     cli::init_tracing(&args.log_format);
     // One single-threaded process per container: never start the multi-threaded runtime here.
     if let cli::Command::Shim(shim) = args.cmd {
