@@ -11,12 +11,13 @@ fn shim_tracing() {
 
 /// The subcommand word of the raw command line (before the parser runs): the first argument
 /// that is neither an option nor the value of `--log-format` (the only global option).
-fn subcommand_word() -> Option<String> {
-    let mut args = std::env::args().skip(1);
+/// Raw (`args_os`): a non-UTF-8 argument must reach the parser's error, not panic here.
+fn subcommand_word() -> Option<std::ffi::OsString> {
+    let mut args = std::env::args_os().skip(1);
     while let Some(a) = args.next() {
         if a == "--log-format" {
             args.next();
-        } else if !a.starts_with('-') {
+        } else if !a.as_encoded_bytes().starts_with(b"-") {
             return Some(a);
         }
     }
@@ -29,7 +30,7 @@ fn main() -> std::process::ExitCode {
     // then forked from it instead of re-executing this binary (~2 ms a container). The word
     // is only a hint; an unused zygote exits with this process.
     if matches!(
-        subcommand_word().as_deref(),
+        subcommand_word().as_deref().and_then(|w| w.to_str()),
         Some("run" | "build" | "serve" | "agent")
     ) {
         if let Err(e) = berth_runtime::shim::zygote::start(shim_tracing) {

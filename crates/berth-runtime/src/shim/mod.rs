@@ -33,7 +33,7 @@ pub mod zygote;
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -412,9 +412,7 @@ pub fn process_start_ticks(pid: i32) -> Option<u64> {
 /// ended); true when it has (or never was), false after `timeout`. Waits on a pidfd.
 #[allow(unsafe_code)]
 pub fn wait_process_gone(pid: i32, start_ticks: u64, timeout: Duration) -> bool {
-    if process_start_ticks(pid) != Some(start_ticks) {
-        return true;
-    }
+    let deadline = Instant::now() + timeout;
     // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor or -1.
     let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     let Ok(raw) = i32::try_from(raw) else {
@@ -426,22 +424,29 @@ pub fn wait_process_gone(pid: i32, start_ticks: u64, timeout: Duration) -> bool 
     }
     // SAFETY: the kernel just returned this new descriptor, owned by nobody else.
     let pidfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-    // The pid may have been reused between the check above and pidfd_open.
+    // Gone, or the pid is another process's by now.
     if process_start_ticks(pid) != Some(start_ticks) {
         return true;
     }
-    let deadline = Instant::now() + timeout;
+    match readable_before(pidfd.as_fd(), deadline) {
+        Ok(ended) => ended,
+        Err(_) => process_start_ticks(pid) != Some(start_ticks),
+    }
+}
+
+/// Waits until `fd` is readable (true) or `deadline` passed (false); EINTR is retried.
+fn readable_before(fd: BorrowedFd<'_>, deadline: Instant) -> nix::Result<bool> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return false;
+            return Ok(false);
         }
         let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        let mut fds = [PollFd::new(fd, PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::from(ms)) {
-            Ok(n) if n > 0 => return true,
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => return process_start_ticks(pid) != Some(start_ticks),
+            Ok(0) | Err(nix::errno::Errno::EINTR) => {}
+            Ok(_) => return Ok(true),
+            Err(e) => return Err(e),
         }
     }
 }
@@ -574,16 +579,9 @@ fn read_report(fd: OwnedFd, timeout: Duration) -> Result<Option<Response>, Repor
     let mut buf = Vec::new();
     let mut file = File::from(fd);
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ReportError::Timeout);
-        }
-        let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(file.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(ms)) {
-            Ok(0) => continue,
-            Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => continue,
+        match readable_before(file.as_fd(), deadline) {
+            Ok(true) => {}
+            Ok(false) => return Err(ReportError::Timeout),
             Err(e) => return Err(ReportError::Io(io::Error::from(e))),
         }
         let mut chunk = [0u8; 4096];

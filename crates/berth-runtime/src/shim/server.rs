@@ -931,10 +931,7 @@ impl Shim {
                             "cannot restart the container"
                         );
                         // Whatever libcontainer left of the failed attempt.
-                        if self.container_root.exists() {
-                            let _ = fs::remove_dir_all(&self.container_root);
-                        }
-                        cleanup_cgroups(&self.mounts, &self.cgroups_path);
+                        self.release();
                         return self.finish_last();
                     }
                 }
