@@ -183,9 +183,10 @@ impl Engine {
         if berth_net::is_netns_mount(&netns) {
             let _ = berth_net::delete_netns(&netns);
         }
-        let runtime = self.root.join("run").join(&id);
-        if runtime.exists() {
-            let _ = fs::remove_dir_all(&runtime);
+        for runtime in self.runtime_dirs(&id) {
+            if runtime.exists() {
+                let _ = fs::remove_dir_all(&runtime);
+            }
         }
         for d in ["state", "bundle"] {
             let _ = fs::remove_dir_all(rootfs.dir.join(d));
@@ -263,7 +264,7 @@ impl Engine {
         spec.save(bundle.join("config.json"))
             .map_err(ContainerError::SaveSpec)?;
         let state_dir = rootfs.dir.join("state");
-        let req = ShimRequest::new(id, &bundle, &state_dir, self.root.join("run"));
+        let req = ShimRequest::new(id, &bundle, &state_dir, self.runtime.clone());
         match shim::spawn(&self.shim_exe, &req) {
             Ok(_) => {}
             Err(ShimError::StartFailed { message, .. }) => {

@@ -778,7 +778,7 @@ impl Engine {
             writable.join("upper"),
             writable.join("work"),
             dir.join("rootfs"),
-            dir.join("bundle"),
+            self.bundle_dir(id),
         );
         for d in [&upper, &work, &rootfs, &bundle] {
             fs::create_dir_all(d).map_err(io_err("create", d))?;
@@ -1002,7 +1002,7 @@ impl Engine {
         };
         self.write_record(&record, !spec.auto_remove)?;
 
-        let mut req = ShimRequest::new(id, bundle, self.state_dir(id), self.root.join("run"));
+        let mut req = ShimRequest::new(id, bundle, self.state_dir(id), self.runtime.clone());
         req.restart = spec.restart;
         req.tty = spec.tty;
         req.stdin = spec.interactive;
@@ -1040,14 +1040,20 @@ impl Engine {
 
     /// Unmounts the rootfs and deletes the container's directories.
     fn cleanup(&self, id: &str) -> Result<(), ContainerError> {
-        self.cleanup_with(id, true)
+        let record = self.read_record(id).ok();
+        self.cleanup_with(id, record.as_ref(), true)
     }
 
     /// Removes a container that is not running. Its shim may still be finishing (it removes
     /// the cgroups and libcontainer's state after answering the waiters): with `wait_shim`
     /// this waits for it to end (at most [`SHIM_EXIT_WAIT`]), so nothing of the container
     /// is left when `berth rm` returns; without, the shim's part is left to it.
-    fn cleanup_with(&self, id: &str, wait_shim: bool) -> Result<(), ContainerError> {
+    fn cleanup_with(
+        &self,
+        id: &str,
+        record: Option<&ContainerRecord>,
+        wait_shim: bool,
+    ) -> Result<(), ContainerError> {
         let shim_running = match shim::read_state(&self.state_dir(id)) {
             Ok(Some(st)) if wait_shim => {
                 !shim::wait_process_gone(st.shim_pid, st.shim_start_ticks, SHIM_EXIT_WAIT)
@@ -1057,8 +1063,8 @@ impl Engine {
         };
         let dir = self.container_dir(id);
         // The namespace file is a mount point in the directory: release it first.
-        if let Ok(Some(att)) = self.read_record(id).map(|r| r.network_attachment) {
-            self.release_network(id, &att);
+        if let Some(att) = record.and_then(|r| r.network_attachment.as_ref()) {
+            self.release_network(id, att);
         }
         let netns = dir.join("netns");
         if berth_net::is_netns_mount(&netns) {
@@ -1066,7 +1072,7 @@ impl Engine {
         }
         overlay::unmount(&dir.join("rootfs"))?;
         // Its writable layer in its sandbox's ephemeral storage.
-        if let Ok(Some(sb)) = self.read_record(id).map(|r| r.options.sandbox) {
+        if let Some(sb) = record.and_then(|r| r.options.sandbox.as_ref()) {
             let scratch = self
                 .root
                 .join("sandboxes")
@@ -1078,11 +1084,21 @@ impl Engine {
             }
         }
         // libcontainer's state: the shim removes it itself, unless it is gone (crashed).
-        let runtime = self.root.join("run").join(id);
-        if !shim_running && runtime.exists() {
-            match fs::remove_dir_all(&runtime) {
+        if !shim_running {
+            for runtime in self.runtime_dirs(id) {
+                match fs::remove_dir_all(&runtime) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(io_err("remove", &runtime)(e))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let bundle = self.bundle_dir(id);
+        if !bundle.starts_with(&dir) {
+            match fs::remove_dir_all(&bundle) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    return Err(io_err("remove", &runtime)(e))
+                    return Err(io_err("remove", &bundle)(e))
                 }
                 _ => {}
             }
@@ -1186,7 +1202,7 @@ impl Engine {
             }
             ContainerState::Created | ContainerState::Exited(_) => {}
         }
-        self.cleanup_with(&id, wait_shim)?;
+        self.cleanup_with(&id, Some(&info.record), wait_shim)?;
         if volumes {
             self.remove_anonymous_volumes(&info.record.mounts);
         }

@@ -80,7 +80,13 @@ impl Engine {
         }
         let id = info.record.id.clone();
         let dir = self.container_dir(&id);
-        let spec_path = dir.join("bundle").join("config.json");
+        // The bundle of a container started by an engine that kept it in the container's
+        // directory is there.
+        let spec_path = [self.bundle_dir(&id), dir.join("bundle")]
+            .into_iter()
+            .map(|b| b.join("config.json"))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| self.bundle_dir(&id).join("config.json"));
         let runtime_spec = Spec::load(&spec_path).map_err(ContainerError::SaveSpec)?;
         let mut process = runtime_spec.process().clone().unwrap_or_default();
         let rootfs = dir.join("rootfs");
@@ -128,7 +134,14 @@ impl Engine {
         Ok(PreparedExec {
             request: ExecRequest {
                 id: id.clone(),
-                runtime_root: self.root.join("run"),
+                // Where the container's libcontainer state is (started by this binary or by
+                // one that kept it under the root).
+                runtime_root: self
+                    .runtime_dirs(&id)
+                    .into_iter()
+                    .find(|d| d.exists())
+                    .and_then(|d| d.parent().map(Path::to_path_buf))
+                    .unwrap_or_else(|| self.runtime.clone()),
                 process,
                 work_dir,
                 stdin: spec.stdin,

@@ -6,7 +6,8 @@
 //! - `containers/<id>/`: `config.json` (our record), `bundle/config.json` (the OCI spec),
 //!   the overlay's `upper/`, `work/` and `rootfs/` mountpoint, and the shim's `state/`;
 //! - `sandboxes/<name>/`: task sandboxes (`sandbox.json`, the `netns` mount);
-//! - `run/`: libcontainer's root directory.
+//! - `run/`: libcontainer's root directory, only where no tmpfs can be had for it: normally
+//!   it is [`volatile`]'s `/run/berth/volatile/<root hash>/runtime`.
 //!
 //! Nothing is held in memory between calls: every call reads the state back from disk, so
 //! containers (owned by their shims) outlive the process that started them.
@@ -21,6 +22,7 @@ pub mod network;
 pub mod overlay;
 pub mod sandbox;
 mod scratch;
+pub mod volatile;
 pub mod volume;
 
 use std::fs::File;
@@ -77,6 +79,8 @@ pub enum OpenError {
 #[derive(Debug, Clone)]
 pub struct Engine {
     root: PathBuf,
+    /// libcontainer's root directory ([`volatile::runtime_root`]).
+    runtime: PathBuf,
     store: ContentStore,
     shim_exe: PathBuf,
 }
@@ -96,7 +100,8 @@ impl Engine {
                 })?
                 .join(root)
         };
-        for dir in [root.join("containers"), root.join("run")] {
+        let runtime = volatile::runtime_root(&root);
+        for dir in [root.join("containers"), runtime.clone()] {
             std::fs::create_dir_all(&dir).map_err(|source| OpenError::Create {
                 path: dir.clone(),
                 source,
@@ -106,6 +111,7 @@ impl Engine {
         fsutil::purge_trash(&root);
         Ok(Engine {
             root,
+            runtime,
             store,
             shim_exe: shim_exe.into(),
         })
@@ -114,6 +120,20 @@ impl Engine {
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Every place libcontainer's state of container `id` may be, this engine's first.
+    pub(crate) fn runtime_dirs(&self, id: &str) -> Vec<PathBuf> {
+        volatile::runtime_dirs(&self.root, &self.runtime, id)
+    }
+
+    /// The OCI bundle directory (`config.json`) of container `id`: volatile too (only its
+    /// shim and `berth exec` read it, while the container runs), else `containers/<id>/bundle`.
+    pub(crate) fn bundle_dir(&self, id: &str) -> PathBuf {
+        match volatile::bundles_dir(&self.runtime) {
+            Some(dir) => dir.join(id),
+            None => self.root.join("containers").join(id).join("bundle"),
+        }
     }
 
     /// The binary started as `<shim_exe> shim ...` per container (and `exec` by the agent).

@@ -114,30 +114,34 @@ fn unescape_mountinfo(s: &str) -> String {
         .replace("\\134", "\\")
 }
 
-/// Unmounts `target` when it is mounted (every stacked mount on it).
+/// Unmounts `target` when it is mounted (every stacked mount on it). umount2(2) itself says
+/// when nothing is mounted there any more (EINVAL: not a mount point; ENOENT: no such path),
+/// which spares reading the mount table (~0.2 ms at the end of every `berth run --rm`).
 pub fn unmount(target: &Path) -> Result<(), MountError> {
-    while is_mounted(target)? {
-        match umount2(target, MntFlags::empty()) {
+    let fail = |source| MountError::Unmount {
+        target: target.to_path_buf(),
+        source,
+    };
+    // Bounded: a handful of stacked mounts at most, each iteration removes one.
+    for _ in 0..MAX_STACKED_MOUNTS {
+        match umount2(target, MntFlags::UMOUNT_NOFOLLOW) {
             Ok(()) => {}
-            Err(nix::errno::Errno::EINVAL) => return Ok(()),
+            Err(nix::errno::Errno::EINVAL | nix::errno::Errno::ENOENT) => {
+                tracing::debug!(target = %target.display(), "overlay unmounted");
+                return Ok(());
+            }
             Err(nix::errno::Errno::EBUSY) => {
                 // Still busy (a process of the container lingering): detach it lazily.
-                umount2(target, MntFlags::MNT_DETACH).map_err(|source| MountError::Unmount {
-                    target: target.to_path_buf(),
-                    source,
-                })?;
+                umount2(target, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).map_err(fail)?;
             }
-            Err(source) => {
-                return Err(MountError::Unmount {
-                    target: target.to_path_buf(),
-                    source,
-                })
-            }
+            Err(source) => return Err(fail(source)),
         }
     }
-    tracing::debug!(target = %target.display(), "overlay unmounted");
-    Ok(())
+    Err(fail(nix::errno::Errno::ELOOP))
 }
+
+/// More mounts stacked on one rootfs than this is not Berth's doing: [`unmount`] gives up.
+const MAX_STACKED_MOUNTS: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -152,5 +156,12 @@ mod tests {
     fn root_is_mounted() {
         assert!(is_mounted(Path::new("/")).expect("mountinfo"));
         assert!(!is_mounted(Path::new("/nonexistent-berth")).expect("mountinfo"));
+    }
+
+    #[test]
+    fn unmounting_what_is_not_mounted_succeeds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        unmount(dir.path()).expect("not a mount point");
+        unmount(&dir.path().join("missing")).expect("no such path");
     }
 }

@@ -5,7 +5,7 @@
 //! [`spawn`], which re-executes the `berth` binary as `berth shim --id .. --bundle .. --state ..
 //! --root ..` (or has the [`zygote`] fork it with those arguments); that process
 //! ([`shim_main`]) detaches (new session, forks once so the engine never
-//! has to reap it), creates and starts the container with libcontainer, and then:
+//! has to reap it; a zygote's child is detached already), creates and starts the container with libcontainer, and then:
 //! - copies the container's stdout/stderr into `STATE_DIR/container.log` as Docker json-file lines;
 //! - answers requests on `STATE_DIR/shim.sock` (kill, state, wait for the exit, resize);
 //! - serves `STATE_DIR/attach.sock`: attached clients get the container's output (after a replay

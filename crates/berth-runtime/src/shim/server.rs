@@ -306,21 +306,33 @@ fn send_signal(pid: Pid, signal: i32) -> Result<(), Errno> {
 
 /// Entry point of `berth shim`. Returns the process exit code.
 pub fn shim_main(args: ShimArgs) -> i32 {
+    shim_main_with(args, true)
+}
+
+/// A shim forked by the zygote: single-threaded, in its own session, and already away from
+/// the engine (the zygote does not wait for it), so it does not fork again.
+pub(super) fn shim_main_detached(args: ShimArgs) -> i32 {
+    shim_main_with(args, false)
+}
+
+fn shim_main_with(args: ShimArgs, detach: bool) -> i32 {
     // One name for every shim, re-executed or forked by the zygote (whose command line is
     // its engine's): `pgrep -x berth-shim`.
     let _ = nix::sys::prctl::set_name(c"berth-shim");
     let mut reporter = Reporter::new(args.ready_fd);
-    let threads = thread_count();
-    if threads != 1 {
-        reporter.fail(&ServerError::Threads(threads));
-        return 1;
-    }
-    match daemonize() {
-        Ok(false) => return 0,
-        Ok(true) => {}
-        Err(e) => {
-            reporter.fail(&e);
+    if detach {
+        let threads = thread_count();
+        if threads != 1 {
+            reporter.fail(&ServerError::Threads(threads));
             return 1;
+        }
+        match daemonize() {
+            Ok(false) => return 0,
+            Ok(true) => {}
+            Err(e) => {
+                reporter.fail(&e);
+                return 1;
+            }
         }
     }
     let shim = match Shim::start(&args, &mut reporter) {

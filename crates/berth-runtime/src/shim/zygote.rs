@@ -11,16 +11,18 @@
 //! `berth shim` arguments (as [`super::spawn`] would pass them, without the program and the
 //! `shim` word) with two descriptors attached (`SCM_RIGHTS`): the write end of the readiness
 //! pipe and the shim's log file. The zygote forks; the child starts a new session, takes
-//! `/dev/null` as stdin/stdout and the log as stderr, parses the arguments and runs
-//! [`super::shim_main`], which detaches once more and reports on the readiness pipe as
-//! always. The zygote reaps that first child and waits for the next message; it exits when
-//! the socket closes (the engine process ended). If the zygote is gone, [`super::spawn`]
-//! re-executes the binary as before.
+//! `/dev/null` as stdin/stdout and the log as stderr, parses the arguments and runs the shim
+//! (without the second fork a re-executed shim makes to leave its parent: the zygote's
+//! children are already detached), which reports on the readiness pipe as always. The zygote
+//! ignores SIGCHLD, so the kernel reaps its children when they end, and nothing waits for
+//! them; when the zygote exits (the socket closed: the engine process ended) they are
+//! re-parented like any orphan. If the zygote is gone, [`super::spawn`] re-executes the
+//! binary as before.
 //!
 //! A message without descriptors is a detached command instead ([`run_detached`]: the
-//! background `rm -rf` of a removed container's directory): the zygote forks, the child forks
-//! again and exits, and the grandchild (new session, `/dev/null` stdio) executes the command.
-//! The engine does not pay for a fork and exec of its own large multi-threaded process.
+//! background `rm -rf` of a removed container's directory): the zygote forks and the child
+//! (new session, `/dev/null` stdio) executes the command. The engine does not pay for a fork
+//! and exec of its own large multi-threaded process.
 
 use std::ffi::OsString;
 use std::io::IoSlice;
@@ -28,11 +30,11 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
 use clap::Parser;
+use nix::sys::signal::{signal, SigHandler, Signal};
 use nix::sys::socket::{
     recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
     SockFlag, SockType,
 };
-use nix::sys::wait::waitpid;
 use nix::unistd::{dup2, fork, setsid, ForkResult};
 
 use super::ShimArgs;
@@ -142,6 +144,9 @@ fn serve(sock: OwnedFd, init: fn()) -> ! {
         }
     }
     drop(null);
+    // The kernel reaps the children: a shim lives on as a child of this process, which does
+    // not wait for it (it stays a zombie otherwise until the zygote exits).
+    set_sigchld(SigHandler::SigIgn);
     let mut buf = vec![0u8; MAX_REQUEST];
     loop {
         let (args, fds) = match receive(&sock, &mut buf) {
@@ -196,12 +201,21 @@ fn receive(sock: &OwnedFd, buf: &mut [u8]) -> nix::Result<Option<Request>> {
     Ok(Some((args, fds)))
 }
 
-/// Forks one shim and reaps the fork's first process (the shim detaches at once).
+/// SIGCHLD's disposition: ignored in the zygote (its children are reaped by the kernel), the
+/// default again in each child (a shim waits for its container; a command inherits it).
+#[allow(unsafe_code)]
+fn set_sigchld(handler: SigHandler) {
+    // SAFETY: only SIG_DFL or SIG_IGN are installed, no handler function runs.
+    let _ = unsafe { signal(Signal::SIGCHLD, handler) };
+}
+
+/// Forks one shim, not waited for (the kernel reaps it).
 #[allow(unsafe_code)]
 fn fork_shim(sock: &OwnedFd, args: Vec<String>, ready: OwnedFd, log: OwnedFd, init: fn()) {
     // SAFETY: the zygote is single-threaded.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
+            set_sigchld(SigHandler::SigDfl);
             let _ = nix::unistd::close(sock.as_raw_fd());
             let _ = setsid();
             let _ = std::env::set_current_dir("/");
@@ -214,7 +228,7 @@ fn fork_shim(sock: &OwnedFd, args: Vec<String>, ready: OwnedFd, log: OwnedFd, in
                     a.ready_fd = Some(ready.as_raw_fd());
                     // The shim owns the descriptor from here (its reporter closes it).
                     std::mem::forget(ready);
-                    super::shim_main(a)
+                    super::server::shim_main_detached(a)
                 }
                 Err(e) => {
                     eprintln!("berth shim (zygote): {e}");
@@ -223,10 +237,9 @@ fn fork_shim(sock: &OwnedFd, args: Vec<String>, ready: OwnedFd, log: OwnedFd, in
             };
             std::process::exit(code)
         }
-        Ok(ForkResult::Parent { child }) => {
+        Ok(ForkResult::Parent { .. }) => {
             drop(ready);
             drop(log);
-            let _ = waitpid(child, None);
         }
         Err(_) => {
             // Dropping the readiness pipe's write end ends the engine's wait with no report.
@@ -234,8 +247,8 @@ fn fork_shim(sock: &OwnedFd, args: Vec<String>, ready: OwnedFd, log: OwnedFd, in
     }
 }
 
-/// Runs a detached command: fork, fork again, and the grandchild executes `argv` in its own
-/// session with `/dev/null` stdio; the first child exits at once and is reaped here.
+/// Runs a detached command: the child executes `argv` in its own session with `/dev/null`
+/// stdio; not waited for (the kernel reaps it).
 #[allow(unsafe_code)]
 fn fork_detached(sock: &OwnedFd, argv: Vec<String>) {
     let Ok(cargs) = argv
@@ -249,22 +262,12 @@ fn fork_detached(sock: &OwnedFd, argv: Vec<String>) {
         return;
     };
     // SAFETY: the zygote is single-threaded.
-    match unsafe { fork() } {
-        Ok(ForkResult::Child) => {
-            let _ = nix::unistd::close(sock.as_raw_fd());
-            let _ = setsid();
-            // SAFETY: single-threaded too; the grandchild only execs (or exits).
-            if let Ok(ForkResult::Child) = unsafe { fork() } {
-                let _ = nix::unistd::execv(&program, &cargs);
-                // SAFETY: _exit is async-signal-safe and skips the parent's atexit handlers.
-                unsafe { libc::_exit(127) }
-            }
-            // SAFETY: as above.
-            unsafe { libc::_exit(0) }
-        }
-        Ok(ForkResult::Parent { child }) => {
-            let _ = waitpid(child, None);
-        }
-        Err(_) => {}
+    if let Ok(ForkResult::Child) = unsafe { fork() } {
+        set_sigchld(SigHandler::SigDfl);
+        let _ = nix::unistd::close(sock.as_raw_fd());
+        let _ = setsid();
+        let _ = nix::unistd::execv(&program, &cargs);
+        // SAFETY: _exit is async-signal-safe and skips the parent's atexit handlers.
+        unsafe { libc::_exit(127) }
     }
 }

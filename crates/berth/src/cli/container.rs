@@ -452,21 +452,30 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
     if attached && tty {
         resize(&engine, &id);
     }
+    // Without a raw terminal to restore first, `--rm` removes the container on the thread
+    // that learnt the exit (no hop back to the runtime and out to another blocking thread).
+    let remove_here = rm && !(attached && interactive && tty);
     let follow = {
         let (engine, id) = (engine.clone(), id.clone());
-        tokio::task::spawn_blocking(move || match stream {
-            Some(stream) => {
-                if interactive {
-                    let input = stream
-                        .try_clone()
-                        .context("cannot attach to the container")?;
-                    // A plain thread, not spawn_blocking: it may block on stdin forever, and
-                    // the runtime waits for its blocking tasks when it shuts down.
-                    std::thread::spawn(move || pump_stdin(input, tty));
+        tokio::task::spawn_blocking(move || {
+            let exit = match stream {
+                Some(stream) => {
+                    if interactive {
+                        let input = stream
+                            .try_clone()
+                            .context("cannot attach to the container")?;
+                        // A plain thread, not spawn_blocking: it may block on stdin forever,
+                        // and the runtime waits for its blocking tasks when it shuts down.
+                        std::thread::spawn(move || pump_stdin(input, tty));
+                    }
+                    attached_output(&engine, &id, stream)
                 }
-                attached_output(&engine, &id, stream)
+                None => follow_logs(&engine, &id, false),
+            };
+            if remove_here {
+                remove_after_run(&engine, &id);
             }
-            None => follow_logs(&engine, &id, false),
+            exit
         })
     };
     tokio::pin!(follow);
@@ -494,16 +503,22 @@ pub async fn run(a: RunArgs) -> anyhow::Result<i32> {
     };
     // Restores the terminal before anything else is printed (and before process::exit).
     drop(raw);
-    if rm {
+    if rm && !remove_here {
         blocking(move || {
-            if let Err(e) = engine.remove_after_run(&id) {
-                eprintln!("berth: cannot remove container {}: {e:#}", &id[..12]);
-            }
+            remove_after_run(&engine, &id);
             Ok(())
         })
         .await?;
     }
     Ok(exit.map(|e| e.exit_code).unwrap_or(0))
+}
+
+/// `--rm` once the foreground container exited; a failure is reported, not fatal (the exit
+/// code stays the container's).
+fn remove_after_run(engine: &Engine, id: &str) {
+    if let Err(e) = engine.remove_after_run(id) {
+        eprintln!("berth: cannot remove container {}: {e:#}", &id[..12]);
+    }
 }
 
 /// Passes the user's terminal size (if stdout or stdin is one) to the container's terminal.

@@ -147,13 +147,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Load(a) => distribution::load(a).await,
         Command::Rmi(a) => image::rmi(a).await,
         Command::Run(a) => {
+            // Everything `run` started is finished (or detached on purpose): exit here, not
+            // through the runtime's shutdown, which wakes and joins each worker thread
+            // (~0.5 ms of every `berth run`). process::exit flushes stdout.
             let code = container::run(*a).await?;
-            if code != 0 {
-                use std::io::Write;
-                let _ = std::io::stdout().flush();
-                std::process::exit(code);
-            }
-            Ok(())
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            std::process::exit(code);
         }
         Command::Ps(a) => container::ps(a).await,
         Command::Logs(a) => container::logs(a).await,

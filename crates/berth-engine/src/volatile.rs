@@ -1,0 +1,163 @@
+//! The engine's volatile runtime state: libcontainer's per-container state directory
+//! (`state.json`, its copy of the spec, the `notify.sock` the init waits on) and the OCI
+//! bundle (`config.json`) the shim starts the container from.
+//!
+//! It only means something while the container's processes exist, so it belongs on a tmpfs,
+//! as runc's `/run/runc` and containerd's `/run/containerd` do: nothing of it must survive a
+//! reboot, and creating and deleting its files costs no disk. The place is
+//! `/run/berth/volatile/<16 hex digits of SHA-256(engine root)>/{runtime,bundles}`, one per
+//! engine root.
+//! Where `/run` is no tmpfs (this project's test hosts: ext4 without a journal, where creating
+//! an inode skips every inode deleted in the last minutes and costs ~0.1 ms in a busy loop),
+//! Berth mounts one small tmpfs at `/run/berth/volatile` (mode 0700, nosuid, nodev, noexec),
+//! once per boot, under a lock so that two engines never stack two mounts. If that is not
+//! possible (not root), the engine keeps the state in `<root>/run`, as before; lookups of a
+//! container's state try both places, so containers started either way stay reachable.
+
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg};
+use nix::mount::{mount, MsFlags};
+use nix::sys::statfs::{statfs, TMPFS_MAGIC};
+
+/// The host-wide tmpfs (or directory on a tmpfs `/run`) of every engine's volatile state.
+pub const VOLATILE_DIR: &str = "/run/berth/volatile";
+
+/// Its size limit when Berth mounts it: a container's state is a few KiB.
+const TMPFS_OPTIONS: &str = "mode=0700,size=256m";
+
+/// libcontainer's root directory for the engine at `root`: on a tmpfs when one can be had
+/// (see the module documentation), else `<root>/run`. Created when missing.
+pub(crate) fn runtime_root(root: &Path) -> PathBuf {
+    match prepare() {
+        Ok(()) => {
+            let dir = volatile_runtime_root(root);
+            match fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+            {
+                Ok(()) => return dir,
+                Err(e) => {
+                    tracing::debug!(error = %e, dir = %dir.display(), "no volatile state directory")
+                }
+            }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "no volatile state tmpfs; state stays under the root")
+        }
+    }
+    root.join("run")
+}
+
+/// The volatile libcontainer root of the engine at `root` (whether or not it exists).
+pub(crate) fn volatile_runtime_root(root: &Path) -> PathBuf {
+    let digest = berth_oci::digest::Digest::sha256_of(root.as_os_str().as_bytes());
+    Path::new(VOLATILE_DIR)
+        .join(&digest.hex()[..16])
+        .join("runtime")
+}
+
+/// The directory of the OCI bundles next to a volatile runtime root (`None` when the runtime
+/// root is `<root>/run`: bundles then stay in the container directories).
+pub(crate) fn bundles_dir(runtime: &Path) -> Option<PathBuf> {
+    if !runtime.starts_with(VOLATILE_DIR) {
+        return None;
+    }
+    runtime.parent().map(|p| p.join("bundles"))
+}
+
+/// Every place libcontainer's state of container `id` may be (the engine's current runtime
+/// root first).
+pub(crate) fn runtime_dirs(root: &Path, current: &Path, id: &str) -> Vec<PathBuf> {
+    let mut dirs = vec![current.join(id)];
+    for other in [volatile_runtime_root(root), root.join("run")] {
+        if other != current {
+            dirs.push(other.join(id));
+        }
+    }
+    dirs
+}
+
+/// Makes sure [`VOLATILE_DIR`] is on a tmpfs, mounting one there if needed.
+fn prepare() -> io::Result<()> {
+    let dir = Path::new(VOLATILE_DIR);
+    if on_tmpfs(dir) {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    if on_tmpfs(dir) {
+        return Ok(()); // /run is a tmpfs: a directory is enough
+    }
+    // One mounter at a time, and a second look under the lock (another engine may have
+    // mounted it meanwhile; mounting again would hide that one's state).
+    let lock_path = dir.with_extension("lock");
+    let lock = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)?;
+    let _lock = Flock::lock(lock, FlockArg::LockExclusive).map_err(|(_, e)| io::Error::from(e))?;
+    if on_tmpfs(dir) {
+        return Ok(());
+    }
+    mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(TMPFS_OPTIONS),
+    )
+    .map_err(io::Error::from)?;
+    tracing::info!(
+        dir = VOLATILE_DIR,
+        "mounted a tmpfs for volatile runtime state (/run is no tmpfs)"
+    );
+    Ok(())
+}
+
+fn on_tmpfs(dir: &Path) -> bool {
+    statfs(dir).is_ok_and(|s| s.filesystem_type() == TMPFS_MAGIC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_directory_per_root() {
+        let a = volatile_runtime_root(Path::new("/var/lib/berth/engine"));
+        let b = volatile_runtime_root(Path::new("/tmp/other"));
+        assert_ne!(a, b);
+        assert!(a.starts_with(VOLATILE_DIR) && a.ends_with("runtime"));
+        assert_eq!(a, volatile_runtime_root(Path::new("/var/lib/berth/engine")));
+    }
+
+    #[test]
+    fn lookups_cover_both_places() {
+        let root = Path::new("/x/root");
+        let current = volatile_runtime_root(root);
+        let dirs = runtime_dirs(root, &current, "abc");
+        assert_eq!(
+            dirs,
+            vec![current.join("abc"), root.join("run").join("abc")]
+        );
+        assert_eq!(
+            bundles_dir(&current),
+            current.parent().map(|p| p.join("bundles"))
+        );
+        assert_eq!(bundles_dir(&root.join("run")), None);
+        let dirs = runtime_dirs(root, &root.join("run"), "abc");
+        assert_eq!(
+            dirs,
+            vec![root.join("run").join("abc"), current.join("abc")]
+        );
+    }
+}
