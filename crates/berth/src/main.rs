@@ -37,7 +37,11 @@ fn main() -> std::process::ExitCode {
             eprintln!("berth: no shim zygote ({e}); shims are re-executed");
         }
     }
-    let args = cli::Cli::parse();
+    let run_word = subcommand_word().is_some_and(|w| w == "run");
+    let args = match run_word.then(cli::parse_run).flatten() {
+        Some(args) => args,
+        None => cli::Cli::parse(),
+    };
     cli::init_tracing(&args.log_format);
     // One single-threaded process per container: never start the multi-threaded runtime here.
     if let cli::Command::Shim(shim) = args.cmd {
@@ -53,10 +57,13 @@ fn main() -> std::process::ExitCode {
         let code = cli::network::netd_main(netd);
         return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `berth run` awaits one container: its blocking work runs on the blocking pool either
+    // way, and a current-thread runtime spares starting (and stopping) the worker threads.
+    let mut builder = match args.cmd {
+        cli::Command::Run(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("berth: cannot start the async runtime: {e}");
