@@ -191,6 +191,7 @@ impl Engine {
         for d in ["state", "bundle"] {
             let _ = fs::remove_dir_all(rootfs.dir.join(d));
         }
+        let _ = self.remove_volatile(&id);
         result
     }
 

@@ -464,11 +464,6 @@ impl Engine {
         self.state_dir(id).join(shim::LOG_FILE)
     }
 
-    /// The shim's attach socket of a container (`shim::attach` connects to it).
-    pub fn attach_path(&self, id: &str) -> PathBuf {
-        self.state_dir(id).join(shim::ATTACH_FILE)
-    }
-
     /// Connects to a running container's stdio (see `berth_runtime::shim::attach`): output
     /// (after a replay of the last 64 KiB) until the container exited for good; input goes to
     /// its stdin if it runs with `interactive`. `NotFound`/`ConnectionRefused`: the shim is
@@ -1085,6 +1080,8 @@ impl Engine {
         }
         // libcontainer's state: the shim removes it itself, unless it is gone (crashed).
         if !shim_running {
+            // A killed shim's sockets (a shim that ends removes them itself).
+            shim::remove_socket_dir(&self.state_dir(id));
             for runtime in self.runtime_dirs(id) {
                 match fs::remove_dir_all(&runtime) {
                     Err(e) if e.kind() != io::ErrorKind::NotFound => {
@@ -1094,15 +1091,8 @@ impl Engine {
                 }
             }
         }
-        let bundle = self.bundle_dir(id);
-        if !bundle.starts_with(&dir) {
-            match fs::remove_dir_all(&bundle) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    return Err(io_err("remove", &bundle)(e))
-                }
-                _ => {}
-            }
-        }
+        self.remove_volatile(id)
+            .map_err(io_err("remove the volatile state of", &dir))?;
         fsutil::discard_dir(&self.root, &dir).map_err(io_err("remove", &dir))
     }
 

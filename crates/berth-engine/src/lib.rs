@@ -100,13 +100,15 @@ impl Engine {
                 })?
                 .join(root)
         };
-        let runtime = volatile::runtime_root(&root);
-        for dir in [root.join("containers"), runtime.clone()] {
-            std::fs::create_dir_all(&dir).map_err(|source| OpenError::Create {
-                path: dir.clone(),
-                source,
-            })?;
-        }
+        let runtime = volatile::runtime_root(&root).map_err(|source| OpenError::Create {
+            path: root.join("run"),
+            source,
+        })?;
+        let containers = root.join("containers");
+        std::fs::create_dir_all(&containers).map_err(|source| OpenError::Create {
+            path: containers.clone(),
+            source,
+        })?;
         let store = ContentStore::new(root.join("content"))?;
         fsutil::purge_trash(&root);
         Ok(Engine {
@@ -130,10 +132,36 @@ impl Engine {
     /// The OCI bundle directory (`config.json`) of container `id`: volatile too (only its
     /// shim and `berth exec` read it, while the container runs), else `containers/<id>/bundle`.
     pub(crate) fn bundle_dir(&self, id: &str) -> PathBuf {
-        match volatile::bundles_dir(&self.runtime) {
+        match volatile::sibling_dir(&self.runtime, "bundles") {
             Some(dir) => dir.join(id),
             None => self.root.join("containers").join(id).join("bundle"),
         }
+    }
+
+    /// Where the files bind-mounted on the container's `/etc/hosts`, `/etc/hostname` and
+    /// `/etc/resolv.conf` are: volatile (written at each start, read by the container's
+    /// mounts only), else the container's directory.
+    pub(crate) fn etc_dir(&self, id: &str) -> PathBuf {
+        match volatile::sibling_dir(&self.runtime, "etc") {
+            Some(dir) => dir.join(id),
+            None => self.root.join("containers").join(id),
+        }
+    }
+
+    /// Removes the volatile directories of container `id` (bundle, `/etc` files); those
+    /// inside its directory go with it.
+    pub(crate) fn remove_volatile(&self, id: &str) -> std::io::Result<()> {
+        let dir = self.root.join("containers").join(id);
+        for d in [self.bundle_dir(id), self.etc_dir(id)] {
+            if d.starts_with(&dir) {
+                continue;
+            }
+            match std::fs::remove_dir_all(&d) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// The binary started as `<shim_exe> shim ...` per container (and `exec` by the agent).

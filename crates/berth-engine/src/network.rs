@@ -134,7 +134,7 @@ impl Engine {
         }
     }
 
-    /// Writes the container's `/etc` files into its directory.
+    /// Writes the container's `/etc` files ([`Engine::etc_dir`]).
     pub(crate) fn write_etc_files(
         &self,
         id: &str,
@@ -143,7 +143,12 @@ impl Engine {
         dns: &DnsConfig<'_>,
         extra_hosts: &[berth_runtime::spec::ExtraHost],
     ) -> Result<EtcPaths, ContainerError> {
-        let dir = self.container_dir(id);
+        let dir = self.etc_dir(id);
+        fs::create_dir_all(&dir).map_err(|source| ContainerError::Io {
+            what: "create",
+            path: dir.clone(),
+            source,
+        })?;
         let paths = EtcPaths {
             hosts: dir.join("hosts"),
             hostname: dir.join("hostname"),

@@ -1,18 +1,25 @@
 //! The engine's volatile runtime state: libcontainer's per-container state directory
-//! (`state.json`, its copy of the spec, the `notify.sock` the init waits on) and the OCI
-//! bundle (`config.json`) the shim starts the container from.
+//! (`state.json`, its copy of the spec, the `notify.sock` the init waits on), the OCI
+//! bundle (`config.json`) the shim starts the container from, and the files bind-mounted on
+//! the container's `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` (written at each
+//! start; Docker keeps them in the container's directory, but nothing restarts a container
+//! after a reboot here, and the next start writes them again).
 //!
 //! It only means something while the container's processes exist, so it belongs on a tmpfs,
 //! as runc's `/run/runc` and containerd's `/run/containerd` do: nothing of it must survive a
 //! reboot, and creating and deleting its files costs no disk. The place is
-//! `/run/berth/volatile/<16 hex digits of SHA-256(engine root)>/{runtime,bundles}`, one per
-//! engine root.
+//! `/run/berth/volatile/<16 hex digits of SHA-256(engine root)>/{runtime,bundles,etc}`, one
+//! per engine root.
 //! Where `/run` is no tmpfs (this project's test hosts: ext4 without a journal, where creating
 //! an inode skips every inode deleted in the last minutes and costs ~0.1 ms in a busy loop),
 //! Berth mounts one small tmpfs at `/run/berth/volatile` (mode 0700, nosuid, nodev, noexec),
 //! once per boot, under a lock so that two engines never stack two mounts. If that is not
 //! possible (not root), the engine keeps the state in `<root>/run`, as before; lookups of a
 //! container's state try both places, so containers started either way stay reachable.
+//! The per-root directories are created by the first container and stay (empty) when its
+//! last container is gone: removing them could race with a container starting in the same
+//! root; the tmpfs is empty after a reboot. The shims' sockets are in `sockets/` there
+//! (`berth_runtime::shim::socket_dir`).
 
 use std::fs::{self, File};
 use std::io;
@@ -22,36 +29,26 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use nix::mount::{mount, MsFlags};
-use nix::sys::statfs::{statfs, TMPFS_MAGIC};
 
-/// The host-wide tmpfs (or directory on a tmpfs `/run`) of every engine's volatile state.
-pub const VOLATILE_DIR: &str = "/run/berth/volatile";
+use berth_runtime::volatile::on_tmpfs;
+pub use berth_runtime::volatile::VOLATILE_DIR;
 
 /// Its size limit when Berth mounts it: a container's state is a few KiB.
 const TMPFS_OPTIONS: &str = "mode=0700,size=256m";
 
 /// libcontainer's root directory for the engine at `root`: on a tmpfs when one can be had
-/// (see the module documentation), else `<root>/run`. Created when missing.
-pub(crate) fn runtime_root(root: &Path) -> PathBuf {
+/// (see the module documentation; created by the first container's shim, so that an engine
+/// that never runs one leaves nothing there), else `<root>/run` (created here).
+pub(crate) fn runtime_root(root: &Path) -> io::Result<PathBuf> {
     match prepare() {
-        Ok(()) => {
-            let dir = volatile_runtime_root(root);
-            match fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-            {
-                Ok(()) => return dir,
-                Err(e) => {
-                    tracing::debug!(error = %e, dir = %dir.display(), "no volatile state directory")
-                }
-            }
-        }
+        Ok(()) => return Ok(volatile_runtime_root(root)),
         Err(e) => {
             tracing::debug!(error = %e, "no volatile state tmpfs; state stays under the root")
         }
     }
-    root.join("run")
+    let dir = root.join("run");
+    fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 /// The volatile libcontainer root of the engine at `root` (whether or not it exists).
@@ -62,13 +59,13 @@ pub(crate) fn volatile_runtime_root(root: &Path) -> PathBuf {
         .join("runtime")
 }
 
-/// The directory of the OCI bundles next to a volatile runtime root (`None` when the runtime
-/// root is `<root>/run`: bundles then stay in the container directories).
-pub(crate) fn bundles_dir(runtime: &Path) -> Option<PathBuf> {
+/// The directory `name` (`bundles`, `etc`) next to a volatile runtime root (`None` when the
+/// runtime root is `<root>/run`: those files then stay in the container directories).
+pub(crate) fn sibling_dir(runtime: &Path, name: &str) -> Option<PathBuf> {
     if !runtime.starts_with(VOLATILE_DIR) {
         return None;
     }
-    runtime.parent().map(|p| p.join("bundles"))
+    runtime.parent().map(|p| p.join(name))
 }
 
 /// Every place libcontainer's state of container `id` may be (the engine's current runtime
@@ -123,10 +120,6 @@ fn prepare() -> io::Result<()> {
     Ok(())
 }
 
-fn on_tmpfs(dir: &Path) -> bool {
-    statfs(dir).is_ok_and(|s| s.filesystem_type() == TMPFS_MAGIC)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,10 +143,10 @@ mod tests {
             vec![current.join("abc"), root.join("run").join("abc")]
         );
         assert_eq!(
-            bundles_dir(&current),
+            sibling_dir(&current, "bundles"),
             current.parent().map(|p| p.join("bundles"))
         );
-        assert_eq!(bundles_dir(&root.join("run")), None);
+        assert_eq!(sibling_dir(&root.join("run"), "etc"), None);
         let dirs = runtime_dirs(root, &root.join("run"), "abc");
         assert_eq!(
             dirs,

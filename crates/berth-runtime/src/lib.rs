@@ -16,3 +16,4 @@ pub mod logs;
 pub mod seccomp_bpf;
 pub mod shim;
 pub mod spec;
+pub mod volatile;

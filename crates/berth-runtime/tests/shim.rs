@@ -229,8 +229,15 @@ impl Fixture {
         );
         if let Some(h) = &self.handle {
             assert!(!alive(h.pid), "container init {} still running", h.pid);
-            assert!(!self.state().join(shim::SOCKET_FILE).exists());
-            assert!(!self.state().join(shim::ATTACH_FILE).exists());
+            let sockets = shim::socket_dir(&self.state());
+            assert!(!sockets.join(shim::SOCKET_FILE).exists());
+            assert!(!sockets.join(shim::ATTACH_FILE).exists());
+            if sockets != self.state() {
+                assert!(
+                    !sockets.exists(),
+                    "the volatile socket directory is removed"
+                );
+            }
         }
     }
 }
@@ -272,6 +279,8 @@ impl Fixture {
         if let Ok(mounts) = cgroup::mounts() {
             let _ = cgroup::remove_all(&mounts, &self.cgroups_path());
         }
+        // A shim killed above (or by the test) leaves its volatile sockets.
+        shim::remove_socket_dir(&state);
     }
 }
 

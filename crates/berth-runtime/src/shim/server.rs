@@ -572,8 +572,9 @@ fn launch(
         stdin_pipe = Some(in_w);
     }
     let console = if args.tty {
-        let l = bind_socket(&args.state, CONSOLE_SOCKET)?;
-        builder = builder.with_console_socket(Some(args.state.join(CONSOLE_SOCKET)));
+        let sockets = super::socket_dir(&args.state);
+        let l = bind_socket(&sockets, CONSOLE_SOCKET)?;
+        builder = builder.with_console_socket(Some(sockets.join(CONSOLE_SOCKET)));
         Some(l)
     } else {
         let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(ServerError::Pipe)?;
@@ -667,6 +668,8 @@ enum Event {
 
 struct Shim {
     args: ShimArgs,
+    /// Where `shim.sock` and `attach.sock` are (`super::socket_dir`).
+    sockets: PathBuf,
     container_root: PathBuf,
     /// The container and its init while it runs; `None` during a restart back-off.
     running: Option<(Container, Pid)>,
@@ -756,8 +759,36 @@ impl Shim {
                 (p, base)
             });
 
-        let listener = bind_socket(&args.state, SOCKET_FILE)?;
-        let attach = bind_socket(&args.state, ATTACH_FILE)?;
+        // The sockets on the volatile tmpfs when there is one (`super::socket_dir`).
+        let sockets = super::socket_dir(&args.state);
+        if sockets != args.state {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&sockets)
+                .map_err(|source| ServerError::Dir {
+                    path: sockets.clone(),
+                    source,
+                })?;
+        }
+        let remove_sockets = |sockets: &Path| {
+            if sockets == args.state {
+                let _ = fs::remove_file(sockets.join(SOCKET_FILE));
+                let _ = fs::remove_file(sockets.join(ATTACH_FILE));
+            } else {
+                let _ = fs::remove_dir_all(sockets);
+            }
+        };
+        let listener = match bind_socket(&sockets, SOCKET_FILE)
+            .and_then(|l| Ok((l, bind_socket(&sockets, ATTACH_FILE)?)))
+        {
+            Ok(l) => l,
+            Err(e) => {
+                remove_sockets(&sockets);
+                return Err(e);
+            }
+        };
+        let (listener, attach) = listener;
         let log_path = args.state.join(LOG_FILE);
         let log_file = OpenOptions::new()
             .create(true)
@@ -779,7 +810,7 @@ impl Shim {
         } = match launch(args, &mounts, &cgroups_path, &seccomp) {
             Ok(l) => l,
             Err(e) => {
-                let _ = fs::remove_file(args.state.join(ATTACH_FILE));
+                remove_sockets(&sockets);
                 return Err(e);
             }
         };
@@ -816,6 +847,7 @@ impl Shim {
         let shim_pid = nix::unistd::getpid().as_raw();
         let mut shim = Shim {
             args: args.clone(),
+            sockets,
             container_root,
             running: Some((container, init)),
             pid: init.as_raw(),
@@ -1308,7 +1340,7 @@ impl Shim {
     /// made before get the replay, queued output is flushed for at most
     /// [`CLIENT_FLUSH_TIMEOUT`], then every client is closed (EOF).
     fn close_attach(&mut self) {
-        let _ = fs::remove_file(self.args.state.join(ATTACH_FILE));
+        let _ = fs::remove_file(self.sockets.join(ATTACH_FILE));
         self.accept_attach();
         let deadline = Instant::now() + CLIENT_FLUSH_TIMEOUT;
         loop {
@@ -1690,7 +1722,11 @@ impl Shim {
         // path (the engine's removal waits for this process to end, except a foreground
         // `run --rm`, which leaves both to it).
         self.release();
-        let _ = fs::remove_file(self.args.state.join(SOCKET_FILE));
+        if self.sockets == self.args.state {
+            let _ = fs::remove_file(self.sockets.join(SOCKET_FILE));
+        } else {
+            let _ = fs::remove_dir_all(&self.sockets);
+        }
         // Durable after the waiters were answered: they need not wait for the disk.
         if let Err(e) = sync_file(&self.args.state, EXIT_FILE) {
             tracing::warn!(error = %e, "cannot sync the exit record");
