@@ -74,6 +74,7 @@ use std::{
         io::{AsFd, BorrowedFd, OwnedFd},
     },
     path::{Path, PathBuf},
+    sync::atomic::{AtomicBool, Ordering},
 };
 
 use once_cell::sync::{Lazy, OnceCell as OnceLock};
@@ -180,24 +181,35 @@ impl ProcfsBase {
             Self::ProcRoot => PathBuf::from("."),
             Self::ProcSelf => PathBuf::from("self"),
             Self::ProcPid(pid) => PathBuf::from(pid.to_string()),
-            Self::ProcThreadSelf => [
-                // /proc/thread-self was added in Linux 3.17.
-                "thread-self".into(),
-                // For pre-3.17 kernels we use the fully-expanded version.
-                format!("self/task/{}", syscalls::gettid()).into(),
-                // However, if the proc root is not using our pid namespace, the
-                // tid in /proc/self/task/... will be wrong and we need to fall
-                // back to /proc/self. This is technically incorrect but we have
-                // no other choice -- and this is needed for runc (mainly
-                // because of RHEL 7 which has a 3.10 kernel).
-                // TODO: Remove this and just return an error so callers can
-                //       make their own fallback decisions...
-                "self".into(),
-            ]
-            .into_iter()
-            // Return the first option that exists in proc_rootfd.
-            .find(|base| proc_rootfd.exists_unchecked(base).is_ok())
-            .expect("at least one candidate /proc/thread-self path should work"),
+            // Berth patch: /proc/thread-self exists in every procfs of a kernel that has
+            // it (3.17+), so once it was found the check (and the gettid(2) the list
+            // below needs) is skipped for the rest of the process: 2 syscalls for every
+            // ProcThreadSelf operation of a container's init.
+            Self::ProcThreadSelf if THREAD_SELF_EXISTS.load(Ordering::Relaxed) => {
+                "thread-self".into()
+            }
+            Self::ProcThreadSelf => {
+                if proc_rootfd.exists_unchecked("thread-self").is_ok() {
+                    THREAD_SELF_EXISTS.store(true, Ordering::Relaxed);
+                    return "thread-self".into();
+                }
+                [
+                    // For pre-3.17 kernels we use the fully-expanded version.
+                    format!("self/task/{}", syscalls::gettid()).into(),
+                    // However, if the proc root is not using our pid namespace, the
+                    // tid in /proc/self/task/... will be wrong and we need to fall
+                    // back to /proc/self. This is technically incorrect but we have
+                    // no other choice -- and this is needed for runc (mainly
+                    // because of RHEL 7 which has a 3.10 kernel).
+                    // TODO: Remove this and just return an error so callers can
+                    //       make their own fallback decisions...
+                    "self".into(),
+                ]
+                .into_iter()
+                // Return the first option that exists in proc_rootfd.
+                .find(|base: &PathBuf| proc_rootfd.exists_unchecked(base).is_ok())
+                .expect("at least one candidate /proc/thread-self path should work")
+            }
         }
     }
     // TODO: Add into_raw_path() that doesn't use symlinks?
@@ -419,6 +431,9 @@ impl ProcfsHandleBuilder {
     }
 }
 
+/// Berth patch: `/proc/thread-self` was found once (see [`ProcfsBase::into_path`]).
+static THREAD_SELF_EXISTS: AtomicBool = AtomicBool::new(false);
+
 /// Berth patch: (unique mount ID, mount ID, is_subset, is_detached) of the cached
 /// procfs handle once it passed the full validation.
 static CACHED_HANDLE_CHECKED: OnceLock<(u64, Option<u64>, bool, bool)> = OnceLock::new();
@@ -553,7 +568,10 @@ impl<'fd> ProcfsHandleRef<'fd> {
         // present because of subset=pid and retry (for magic-links we need to
         // operate on the target path more than once, which makes the retry
         // logic easier to do upfront here).
-        match self.openat_raw(self.open_base(base)?.as_fd(), subpath, oflags) {
+        // Berth patch: one handle on the base for the trial and for the parent of the
+        // magic-link below (upstream opened and verified it twice).
+        let base_fd = self.open_base(base)?;
+        match self.openat_raw(base_fd.as_fd(), subpath, oflags) {
             Ok(file) => return Ok(file.into()),
             Err(err) => {
                 if self.is_subset && err.kind() == ErrorKind::OsError(Some(libc::ENOENT)) {
@@ -588,10 +606,11 @@ impl<'fd> ProcfsHandleRef<'fd> {
         })?;
 
         let parentdir = self.openat_raw(
-            self.open_base(base)?.as_fd(),
+            base_fd.as_fd(),
             parent,
             OpenFlags::O_PATH | OpenFlags::O_DIRECTORY,
         )?;
+        drop(base_fd);
 
         // Rather than using self.mnt_id for the following check, we use the
         // mount ID from parent. This is necessary because ProcfsHandle::open
@@ -755,9 +774,16 @@ impl<'fd> ProcfsHandleRef<'fd> {
 
     /// Berth patch: the cached handle without the full validation, when the fd is still
     /// the procfs root of the mount that passed it.
+    /// One statx(2): a unique mount ID is never recycled, so the same ID and the root inode
+    /// number mean the root of the very mount that passed the full validation.
     fn revalidate_cached(fd: BorrowedFd<'fd>) -> Option<Self> {
         let (unique, mnt_id, is_subset, is_detached) = *CACHED_HANDLE_CHECKED.get()?;
-        if Self::unique_root_mnt_id(fd)? != unique {
+        const UNIQUE: rustix_fs::StatxFlags = rustix_fs::StatxFlags::from_bits_retain(0x4000);
+        let stx = syscalls::statx(fd, "", UNIQUE | rustix_fs::StatxFlags::INO).ok()?;
+        if stx.stx_mask & UNIQUE.bits() == 0
+            || stx.stx_mnt_id != unique
+            || stx.stx_ino != ProcfsHandle::PROC_ROOT_INO
+        {
             return None;
         }
         Some(Self {
@@ -1098,6 +1124,13 @@ pub(crate) fn verify_same_procfs_mnt(
 
     // Detect if the file we landed on is from a bind-mount.
     verify_same_mnt(proc_rootfd, root_mnt_id, fd, "")?;
+
+    // Berth patch: with unique mount IDs (Linux 6.8+; fetch_mnt_id then returns them for
+    // both sides), the same ID is the same procfs mount the handle was verified on, so
+    // the fstype check below adds nothing (it is for kernels without STATX_MNT_ID).
+    if utils::unique_mnt_ids() {
+        return Ok(());
+    }
 
     // For pre-5.8 kernels there is no STATX_MNT_ID, so the protection we get
     // from verify_same_mnt() can be a little weaker (as it relies on fdinfo,

@@ -740,10 +740,22 @@ pub(crate) mod openat2 {
     /// If this function returns `true`, you can safely assume that it will
     /// always return `true`. However, if it returns `false` it is possible for
     /// it to return `true` at some point in the future.
+    ///
+    /// Berth patch: a successful probe is remembered too. Upstream probes again after every
+    /// failed lookup (an expected ELOOP or ENOENT included: two syscalls each, ~40 per
+    /// container init), in case the process installed a seccomp filter against openat2(2)
+    /// meanwhile; Berth's container processes install theirs only right before execve.
     pub(crate) fn openat2_is_not_supported() -> bool {
+        static SAW_OPENAT2_SUCCESS: OnceCell<()> = OnceCell::new();
+        if SAW_OPENAT2_SUCCESS.get().is_some() {
+            return false;
+        }
         SAW_OPENAT2_FAILURE.get().map_or_else(
             || match openat2(AT_FDCWD, ".", Default::default()) {
-                Ok(_) => false,
+                Ok(_) => {
+                    let _ = SAW_OPENAT2_SUCCESS.set(());
+                    false
+                }
                 Err(_) => {
                     // Stash that we saw a failure, ignore if we lost the race.
                     let _ = SAW_OPENAT2_FAILURE.set(());

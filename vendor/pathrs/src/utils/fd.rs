@@ -47,6 +47,7 @@ use std::{
     },
     path::{Path, PathBuf},
     str::FromStr,
+    sync::atomic::{AtomicBool, Ordering},
 };
 
 use rustix::{
@@ -406,6 +407,16 @@ fn fdinfo_inaccessible<Fd: AsFd>(fdinfo_fd: Fd) -> bool {
     // TODO: Should we also check that the owner is uid 0?
 }
 
+/// Berth patch: statx(2) returned a unique mount ID (STATX_MNT_ID_UNIQUE, Linux 6.8+) once,
+/// so the kernel has them and [`fetch_mnt_id`] always returns them.
+static UNIQUE_MNT_IDS: AtomicBool = AtomicBool::new(false);
+
+/// Berth patch: whether [`fetch_mnt_id`] returns unique mount IDs on this kernel (known
+/// after its first call).
+pub(crate) fn unique_mnt_ids() -> bool {
+    UNIQUE_MNT_IDS.load(Ordering::Relaxed)
+}
+
 pub(crate) fn fetch_mnt_id(
     proc_rootfd: RawProcfsRoot<'_>,
     dirfd: impl AsFd,
@@ -476,6 +487,9 @@ pub(crate) fn fetch_mnt_id(
     let mnt_id = match syscalls::statx(dirfd, path, want_mask) {
         Ok(stx) => {
             let got_mask = StatxFlags::from_bits_retain(stx.stx_mask);
+            if got_mask.contains(STATX_MNT_ID_UNIQUE) {
+                UNIQUE_MNT_IDS.store(true, Ordering::Relaxed);
+            }
             if got_mask.intersects(want_mask) {
                 Some(Some(stx.stx_mnt_id))
             } else {
