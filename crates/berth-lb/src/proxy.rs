@@ -419,44 +419,39 @@ fn connection_has(h: &HeaderMap, token: &str) -> bool {
 /// `Trailer`, `Transfer-Encoding`, `Upgrade` and `Proxy-*`. With `upgrade` (a WebSocket
 /// handshake) `Connection: upgrade` and `Upgrade` stay.
 pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
-    if h.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .collect();
-        for n in named {
-            if !(upgrade && n == header::UPGRADE) {
-                h.remove(n);
-            }
-        }
-        h.remove(header::CONNECTION);
+    // Most messages carry none of them, or only `Connection: keep-alive`: one pass over the
+    // few names present instead of a hashed lookup per hop-by-hop name.
+    if !upgrade && !h.keys().any(is_hop_by_hop) {
+        return;
     }
-    for n in [
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        HeaderName::from_static("keep-alive"),
-    ] {
-        h.remove(n);
-    }
-    if upgrade {
-        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        h.remove(header::UPGRADE);
-    }
-    if h.keys().any(|k| k.as_str().starts_with("proxy-")) {
-        let proxy: Vec<HeaderName> = h
-            .keys()
-            .filter(|k| k.as_str().starts_with("proxy-"))
-            .cloned()
-            .collect();
-        for n in proxy {
+    let mut remove: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    remove.extend(h.keys().filter(|k| is_hop_by_hop(k)).cloned());
+    for n in remove {
+        if !(upgrade && n == header::UPGRADE) {
             h.remove(n);
         }
     }
+    if upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// A header [`strip_hop_by_hop`] may remove (the names `Connection` lists aside: they only
+/// matter when `Connection` is present, which this catches).
+fn is_hop_by_hop(k: &HeaderName) -> bool {
+    *k == header::CONNECTION
+        || *k == header::TE
+        || *k == header::TRAILER
+        || *k == header::TRANSFER_ENCODING
+        || *k == header::UPGRADE
+        || k.as_str() == "keep-alive"
+        || k.as_str().starts_with("proxy-")
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -656,6 +651,23 @@ mod tests {
             h.get(header::CONNECTION).map(|v| v.as_bytes()),
             Some(&b"upgrade"[..])
         );
+
+        // The usual response: `Connection: keep-alive` goes, the rest stays; a message
+        // without hop-by-hop headers is left as it is.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive".parse().expect("hv"));
+        h.insert(header::TRAILER, "x-sum".parse().expect("hv"));
+        h.insert(header::CONTENT_LENGTH, "2".parse().expect("hv"));
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, vec!["content-length"]);
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "a".parse().expect("hv"));
+        h.append("x-many", "1".parse().expect("hv"));
+        h.append("x-many", "2".parse().expect("hv"));
+        let before = h.clone();
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, before);
     }
 
     #[test]
