@@ -30,8 +30,8 @@ use crate::image::{
     normalize_reference, ImageError, LayerRef, CONFIG_MEDIA_TYPE, LAYER_TAR, LAYER_TAR_GZIP,
     MANIFEST_MEDIA_TYPE,
 };
-use crate::overlay;
 use crate::Engine;
+use crate::{fsutil, overlay};
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> ContainerError + 'a {
     move |source| ContainerError::Io {
@@ -79,10 +79,8 @@ impl Drop for BuildRootfs {
             tracing::warn!(error = %e, "unmounting a build root file system");
             return;
         }
-        if let Err(e) = fs::remove_dir_all(&self.dir) {
-            if e.kind() != io::ErrorKind::NotFound {
-                tracing::warn!(path = %self.dir.display(), error = %e, "removing a build step");
-            }
+        if let Err(e) = fsutil::remove_dir_if_present(&self.dir) {
+            tracing::warn!(path = %self.dir.display(), error = %e, "removing a build step");
         }
     }
 }
@@ -184,9 +182,7 @@ impl Engine {
             let _ = berth_net::delete_netns(&netns);
         }
         for runtime in self.runtime_dirs(&id) {
-            if runtime.exists() {
-                let _ = fs::remove_dir_all(&runtime);
-            }
+            let _ = fsutil::remove_dir_if_present(&runtime);
         }
         for d in ["state", "bundle"] {
             let _ = fs::remove_dir_all(rootfs.dir.join(d));

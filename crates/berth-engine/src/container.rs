@@ -1083,12 +1083,7 @@ impl Engine {
             // A killed shim's sockets (a shim that ends removes them itself).
             shim::remove_socket_dir(&self.state_dir(id));
             for runtime in self.runtime_dirs(id) {
-                match fs::remove_dir_all(&runtime) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                        return Err(io_err("remove", &runtime)(e))
-                    }
-                    _ => {}
-                }
+                fsutil::remove_dir_if_present(&runtime).map_err(io_err("remove", &runtime))?;
             }
         }
         self.remove_volatile(id)

@@ -82,11 +82,11 @@ impl Engine {
         let dir = self.container_dir(&id);
         // The bundle of a container started by an engine that kept it in the container's
         // directory is there.
-        let spec_path = [self.bundle_dir(&id), dir.join("bundle")]
+        let bundle = self.bundle_dir(&id).join("config.json");
+        let spec_path = [bundle.clone(), dir.join("bundle").join("config.json")]
             .into_iter()
-            .map(|b| b.join("config.json"))
             .find(|p| p.exists())
-            .unwrap_or_else(|| self.bundle_dir(&id).join("config.json"));
+            .unwrap_or(bundle);
         let runtime_spec = Spec::load(&spec_path).map_err(ContainerError::SaveSpec)?;
         let mut process = runtime_spec.process().clone().unwrap_or_default();
         let rootfs = dir.join("rootfs");

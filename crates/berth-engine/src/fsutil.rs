@@ -7,6 +7,14 @@ use std::path::Path;
 
 use nix::fcntl::{Flock, FlockArg};
 
+/// Deletes the tree at `dir` in place; one that is not there is fine.
+pub(crate) fn remove_dir_if_present(dir: &Path) -> io::Result<()> {
+    match fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// Where [`discard_dir`] moves directories before deleting them.
 const TRASH: &str = "trash";
 
@@ -33,10 +41,7 @@ pub(crate) fn discard_dir(root: &Path, dir: &Path) -> io::Result<()> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => {
             tracing::debug!(error = %e, dir = %dir.display(), "cannot move to the trash");
-            match fs::remove_dir_all(dir) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                r => r,
-            }
+            remove_dir_if_present(dir)
         }
     }
 }

@@ -153,12 +153,8 @@ impl Engine {
     pub(crate) fn remove_volatile(&self, id: &str) -> std::io::Result<()> {
         let dir = self.root.join("containers").join(id);
         for d in [self.bundle_dir(id), self.etc_dir(id)] {
-            if d.starts_with(&dir) {
-                continue;
-            }
-            match std::fs::remove_dir_all(&d) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-                _ => {}
+            if !d.starts_with(&dir) {
+                fsutil::remove_dir_if_present(&d)?;
             }
         }
         Ok(())

@@ -339,11 +339,7 @@ impl Engine {
             .map(|i| i.cgroups_path.clone())
             .unwrap_or_else(|| sandbox_cgroups_path(name));
         cgroup::remove_all(&mounts, Path::new(&cg)).map_err(cgroup_err)?;
-        match fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("remove", &dir)(e)),
-        }
+        fsutil::remove_dir_if_present(&dir).map_err(io_err("remove", &dir))?;
         tracing::debug!(sandbox = %name, "sandbox removed");
         Ok(())
     }

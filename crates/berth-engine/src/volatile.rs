@@ -23,15 +23,14 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use nix::mount::{mount, MsFlags};
 
-use berth_runtime::volatile::on_tmpfs;
 pub use berth_runtime::volatile::VOLATILE_DIR;
+use berth_runtime::volatile::{on_tmpfs, path_key};
 
 /// Its size limit when Berth mounts it: a container's state is a few KiB.
 const TMPFS_OPTIONS: &str = "mode=0700,size=256m";
@@ -53,10 +52,7 @@ pub(crate) fn runtime_root(root: &Path) -> io::Result<PathBuf> {
 
 /// The volatile libcontainer root of the engine at `root` (whether or not it exists).
 pub(crate) fn volatile_runtime_root(root: &Path) -> PathBuf {
-    let digest = berth_oci::digest::Digest::sha256_of(root.as_os_str().as_bytes());
-    Path::new(VOLATILE_DIR)
-        .join(&digest.hex()[..16])
-        .join("runtime")
+    Path::new(VOLATILE_DIR).join(path_key(root)).join("runtime")
 }
 
 /// The directory `name` (`bundles`, `etc`) next to a volatile runtime root (`None` when the

@@ -15,15 +15,21 @@ pub fn on_tmpfs(dir: &Path) -> bool {
     statfs(dir).is_ok_and(|s| s.filesystem_type() == TMPFS_MAGIC)
 }
 
-/// The volatile directory of the sockets of the shim whose state directory is `state_dir`:
-/// `VOLATILE_DIR/sockets/<16 hex digits of SHA-256(state_dir)>` (a function of the path, so
-/// that every client finds it without asking anyone).
-pub fn socket_dir(state_dir: &Path) -> PathBuf {
+/// The name under [`VOLATILE_DIR`] of what belongs to `path` (an engine root, a shim's state
+/// directory): 16 hex digits of its SHA-256, a function of the path, so that every process
+/// finds it without asking anyone.
+pub fn path_key(path: &Path) -> String {
     use std::os::unix::ffi::OsStrExt;
-    let digest = Sha256::digest(state_dir.as_os_str().as_bytes());
+    let digest = Sha256::digest(path.as_os_str().as_bytes());
+    hex::encode(&digest[..8])
+}
+
+/// The volatile directory of the sockets of the shim whose state directory is `state_dir`:
+/// `VOLATILE_DIR/sockets/<path_key(state_dir)>`.
+pub fn socket_dir(state_dir: &Path) -> PathBuf {
     Path::new(VOLATILE_DIR)
         .join("sockets")
-        .join(&hex::encode(digest)[..16])
+        .join(path_key(state_dir))
 }
 
 #[cfg(test)]
