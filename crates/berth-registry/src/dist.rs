@@ -694,20 +694,33 @@ struct Sink {
     file: std::fs::File,
     hasher: Option<Hasher>,
     written: u64,
+    /// Background `fdatasync`s of what is written so far (see [`Sink::write`]).
+    syncer: crate::storage::BackgroundSync,
 }
 
 impl Sink {
+    fn new(file: std::fs::File, hasher: Option<Hasher>, written: u64) -> Sink {
+        Sink {
+            file,
+            hasher,
+            written,
+            syncer: crate::storage::BackgroundSync::new(written),
+        }
+    }
+
     /// Writes a block; the sink comes back even when the write fails.
     fn write(mut self, data: Bytes) -> (Sink, std::io::Result<()>) {
         if let Err(e) = self.file.write_all(&data) {
             return (self, Err(e));
         }
-        // Queue this block for writeback now, so the fsync before the 201 has little left.
+        // Queue this block for writeback now, and every few MiB flush what is written on
+        // another thread, so the fsync before the 201 has little left to do.
         crate::storage::start_writeback(&self.file, self.written, data.len() as u64);
         if let Some(h) = self.hasher.as_mut() {
             h.update(&data);
         }
         self.written += data.len() as u64;
+        self.syncer.progress(&self.file, self.written);
         (self, Ok(()))
     }
 }
@@ -885,11 +898,7 @@ fn new_sink(path: &std::path::Path) -> std::io::Result<Sink> {
         .create_new(true)
         .append(true)
         .open(path)?;
-    Ok(Sink {
-        file,
-        hasher: Some(Hasher::new(Algorithm::Sha256)),
-        written: 0,
-    })
+    Ok(Sink::new(file, Some(Hasher::new(Algorithm::Sha256)), 0))
 }
 
 fn upload_headers(resp: &mut Response, repo: &str, id: &str, offset: u64) {
@@ -1022,11 +1031,7 @@ async fn session(
         upload_id,
         UploadState {
             repo: rec.repo,
-            sink: Some(Sink {
-                file,
-                hasher: None,
-                written,
-            }),
+            sink: Some(Sink::new(file, None, written)),
         },
     ))
 }
@@ -1178,6 +1183,7 @@ async fn finalize(
         file,
         hasher,
         written,
+        ..
     } = sink;
     let fsync = tokio::task::spawn_blocking(move || file.sync_all()).await?;
     fsync.map_err(io_internal)?;

@@ -180,6 +180,56 @@ pub fn start_writeback(file: &std::fs::File, offset: u64, len: u64) {
     };
 }
 
+/// Flushes a file being written with `fdatasync` on a blocking thread every
+/// [`BackgroundSync::EVERY`] bytes, at most one at a time, without holding up the writer.
+///
+/// `sync_file_range` alone starts the data's writeback, but the final fsync still has to
+/// flush the device's cache for everything written since the last flush: on this kind of
+/// virtual disk that cost ~0.19 s for 256 MiB even after all the data had reached it, and
+/// ~0 s when the file had been flushed every 16 MiB along the way (bench/registry push-big).
+/// Purely an optimisation like [`start_writeback`]: errors are ignored, durability comes
+/// from the fsync before the blob is installed.
+pub struct BackgroundSync {
+    /// Bytes written when the last flush started.
+    started_at: u64,
+    busy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BackgroundSync {
+    pub const EVERY: u64 = 16 << 20;
+
+    pub fn new(written: u64) -> BackgroundSync {
+        BackgroundSync {
+            started_at: written,
+            busy: Default::default(),
+        }
+    }
+
+    /// Called after each write with the file's new length; starts a flush when due.
+    pub fn progress(&mut self, file: &std::fs::File, written: u64) {
+        use std::sync::atomic::Ordering;
+        if written.saturating_sub(self.started_at) < Self::EVERY
+            || self.busy.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            self.busy.store(false, Ordering::Release);
+            return;
+        };
+        let Ok(f) = file.try_clone() else {
+            self.busy.store(false, Ordering::Release);
+            return;
+        };
+        self.started_at = written;
+        let busy = self.busy.clone();
+        rt.spawn_blocking(move || {
+            let _ = f.sync_data();
+            busy.store(false, Ordering::Release);
+        });
+    }
+}
+
 pub fn fsync_dir(dir: &Path) -> Result<()> {
     let f = std::fs::File::open(dir).map_err(io_err(dir))?;
     f.sync_all().map_err(io_err(dir))
