@@ -6,7 +6,7 @@
 //! cargo run --release -p berth-lb --example lb -- --listen 127.0.0.1:8080 \
 //!     --target 127.0.0.1:9001 --target 127.0.0.1:9002 [--h2] [--lor] [--threads N]
 //! ```
-//! Runs until killed. `--threads N`: the data plane's worker threads (default one per core);
+//! Runs until killed. `--threads N`: the data plane's worker threads (default half the cores);
 //! health checks run on a `current_thread` runtime of their own. `--threads 0`: no worker
 //! threads, everything on tokio's multi-threaded runtime (one worker per core; the design
 //! before thread per core, kept for comparison).

@@ -62,7 +62,8 @@ pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Options {
     /// How long a target may take to send its response headers (then 504).
     pub upstream_timeout: Duration,
-    /// Worker threads serving the listeners (default: one per available CPU). 0: no threads
+    /// Worker threads serving the listeners (default: half the available CPUs, at least one,
+    /// see [`workers::default_threads`]). 0: no threads
     /// of its own, connections are served on the runtime that called [`DataPlane::apply`].
     pub threads: usize,
 }

@@ -238,6 +238,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn serve_lb_threads_is_a_positive_count() {
+        let threads = |args: &[&str]| {
+            let line = ["berth", "serve"].iter().chain(args).copied();
+            match Cli::try_parse_from(line).map(|c| c.cmd) {
+                Ok(Command::Serve(a)) => Ok(a.lb_threads),
+                Ok(other) => panic!("parsed as {other:?}"),
+                Err(e) => Err(e.kind()),
+            }
+        };
+        assert_eq!(threads(&[]), Ok(None));
+        assert_eq!(threads(&["--lb-threads", "3"]), Ok(Some(3)));
+        assert_eq!(
+            threads(&["--lb-threads", "0"]),
+            Err(clap::error::ErrorKind::ValueValidation)
+        );
+        assert_eq!(
+            threads(&["--lb-threads", "many"]),
+            Err(clap::error::ErrorKind::ValueValidation)
+        );
+    }
+
+    #[test]
     fn run_parse_matches_the_full_parse() {
         let lines: &[&[&str]] = &[
             &["berth", "run", "--rm", "bb:1", "/bin/true"],

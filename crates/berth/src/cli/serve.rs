@@ -52,6 +52,11 @@ pub struct ServeArgs {
     /// Host address load balancer listeners bind on (and every load balancer's DNSName).
     #[arg(long, default_value = "127.0.0.1")]
     pub lb_host: std::net::IpAddr,
+    /// Worker threads of the load balancer's data plane (default: half the CPUs, at least
+    /// one; each runs its own event loop with its own listening sockets, like haproxy's
+    /// nbthread).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub lb_threads: Option<u16>,
     #[command(flatten)]
     pub account: AccountArgs,
     #[command(flatten)]
@@ -248,7 +253,11 @@ pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         reg_url.clone(),
     )?;
     let control = open_control(&data, &a)?;
-    let data_plane = Arc::new(berth_lb::DataPlane::new());
+    let mut lb_opts = berth_lb::Options::default();
+    if let Some(n) = a.lb_threads {
+        lb_opts.threads = usize::from(n);
+    }
+    let data_plane = Arc::new(berth_lb::DataPlane::with_options(lb_opts));
     let elbv2 = berth_control::elbv2::Elbv2::new(control.clone(), data_plane.clone(), a.lb_host);
     if let Err(e) = elbv2.apply_stored().await {
         tracing::error!(error = %berth_control::error_chain(&e),
