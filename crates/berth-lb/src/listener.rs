@@ -135,7 +135,11 @@ async fn accept_loop(
     };
     let local = listener.local_addr().ok();
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Responses are copied into hyper's write buffer and sent with one plain write instead
+    // of a writev of head and body slices: ~3% less CPU per request in bench/lb (with the
+    // same setting on the upstream side, see `upstream::connect`, +5-7% req/s).
+    builder.http1().writev(false);
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,

@@ -127,7 +127,10 @@ async fn connect(t: &TargetRuntime) -> Result<SendRequest<Incoming>, UpstreamErr
             Ok(Ok(s)) => s,
         };
     let _ = stream.set_nodelay(true);
+    // Flattened writes, as on the listener side (`listener::accept_loop`): one copy of the
+    // request into hyper's buffer is cheaper than a writev of its slices on loopback.
     let (s, conn) = http1::Builder::new()
+        .writev(false)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(UpstreamError::Handshake)?;
