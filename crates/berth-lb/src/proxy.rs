@@ -4,12 +4,13 @@
 //! Forwarding: target choice ([`GroupView::pick`]), an in-flight guard held until the response
 //! body ends (or the WebSocket tunnel closes), hop-by-hop headers stripped both ways, `Host`
 //! kept, `X-Forwarded-For` appended, `X-Forwarded-Proto`/`-Port` set, `X-Amzn-Trace-Id` added
-//! when absent. Bodies stream both ways (request body handed to the upstream client as is,
-//! response body wrapped, never buffered). Pooled keep-alive upstream connections, HTTP/1.1
-//! or h2c per target group. Errors: no target → 503, connect error → 502, no response
+//! when absent. Bodies stream both ways, never buffered. HTTP/1.1 targets are spoken to by
+//! [`upstream`]'s codec from this task (pooled keep-alive connections; the forwarding headers
+//! are written straight into the request head there), h2c targets through hyper-util's
+//! client. Errors: no target → 503, connect error or malformed answer → 502, no response
 //! headers within the upstream timeout (60 s, ALB's idle timeout) or a connect timeout → 504.
 //! WebSockets: an HTTP/1.1 `Upgrade: websocket` request keeps its upgrade headers; on `101`
-//! both sides are upgraded and joined with `copy_bidirectional`.
+//! the client side is upgraded and joined to the target's socket with `copy_bidirectional`.
 
 use std::convert::Infallible;
 use std::error::Error as StdError;
