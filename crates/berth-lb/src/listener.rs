@@ -139,6 +139,9 @@ async fn accept_loop(
     // Responses are copied into hyper's write buffer and sent with one plain write instead
     // of a writev of head and body slices: ~3% less CPU per request in bench/lb.
     builder.http1().writev(false);
+    // A client may shut its write side down once its request is sent (haproxy and nginx
+    // answer it): an end of stream after a request is not a reason to drop the answer.
+    builder.http1().half_close(true);
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => break,

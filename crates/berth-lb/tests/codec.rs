@@ -559,10 +559,9 @@ async fn a_target_answering_before_it_reads_the_body_is_heard() {
     .expect("head");
     // Send the body while reading the answer: the answer comes first.
     let (mut rd, mut wr) = s.into_split();
+    // Once the body is sent, the client shuts its write side down (half-close) and waits.
     let writer = tokio::spawn(async move {
         let _ = wr.write_all(&big).await;
-        // Keep the write side open (no half-close) until the answer is in.
-        std::future::pending::<()>().await;
         drop(wr);
     });
     let mut got = Vec::new();
@@ -609,5 +608,32 @@ async fn keep_alive_connections_the_target_closed_are_not_used() {
         }
     }
     assert_eq!(t.conns.load(Ordering::SeqCst), 30);
+    dp.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_client_that_half_closes_still_gets_its_answer() {
+    // The client sends its request and shuts its write side down at once; the target takes
+    // a second to answer: the end of stream must not cost the answer.
+    let b = Backend::start("a").await;
+    let dp = DataPlane::new();
+    dp.apply(simple(group("tg", vec![b.target()])))
+        .await
+        .expect("apply");
+    wait_state(&dp, "tg", 1, TargetState::Healthy).await;
+    let l = dp.listener_addr("l1").expect("listener");
+    let mut s = TcpStream::connect(l).await.expect("connect");
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    s.shutdown().await.expect("half-close");
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got))
+        .await
+        .expect("answer within 10 s")
+        .expect("read");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("\r\n\r\na"), "{text}");
     dp.shutdown().await;
 }
