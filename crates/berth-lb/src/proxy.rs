@@ -294,31 +294,34 @@ impl Future for H1Forward {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<ProxyBody>> {
         let this = self.project();
-        let Some(target) = this.guard.as_ref().map(|g| g.0.clone()) else {
-            return Poll::Ready(lb_error(StatusCode::INTERNAL_SERVER_ERROR));
-        };
-        let resp = match this.exchange.poll_response(cx, &target) {
-            Poll::Ready(Ok(resp)) => resp,
-            Poll::Ready(Err(e)) => {
-                tracing::info!(target_addr = %target.target.addr, error = %e,
-                    source = ?e.source(), "upstream error");
-                return Poll::Ready(lb_error(match e {
-                    UpstreamError::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
-                    _ => StatusCode::BAD_GATEWAY,
-                }));
-            }
-            Poll::Pending => {
-                if this.timeout.poll(cx).is_ready() {
-                    tracing::info!(target_addr = %target.target.addr, "upstream timeout");
-                    return Poll::Ready(lb_error(StatusCode::GATEWAY_TIMEOUT));
+        let resp = {
+            // Borrowed, not cloned: this runs at every wakeup of the request.
+            let Some(target) = this.guard.as_ref().map(|g| &g.0) else {
+                return Poll::Ready(lb_error(StatusCode::INTERNAL_SERVER_ERROR));
+            };
+            match this.exchange.poll_response(cx, target) {
+                Poll::Ready(Ok(resp)) => resp,
+                Poll::Ready(Err(e)) => {
+                    tracing::info!(target_addr = %target.target.addr, error = %e,
+                        source = ?e.source(), "upstream error");
+                    return Poll::Ready(lb_error(match e {
+                        UpstreamError::ConnectTimeout => StatusCode::GATEWAY_TIMEOUT,
+                        _ => StatusCode::BAD_GATEWAY,
+                    }));
                 }
-                return Poll::Pending;
+                Poll::Pending => {
+                    if this.timeout.poll(cx).is_ready() {
+                        tracing::info!(target_addr = %target.target.addr, "upstream timeout");
+                        return Poll::Ready(lb_error(StatusCode::GATEWAY_TIMEOUT));
+                    }
+                    return Poll::Pending;
+                }
             }
         };
         let Some(guard) = this.guard.take() else {
             return Poll::Ready(lb_error(StatusCode::INTERNAL_SERVER_ERROR));
         };
-        let closed = target.closed.clone();
+        let closed = guard.0.closed.clone();
         if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
             (this.client_upgrade.take(), resp.status())
         {
@@ -333,7 +336,7 @@ impl Future for H1Forward {
         // Hop-by-hop headers were left out by the codec.
         let (parts, mut body) = resp.into_parts();
         if let Some(c) = body.take_idle() {
-            target.pool.put(c);
+            guard.0.pool.put(c);
         }
         Poll::Ready(Response::from_parts(
             parts,
@@ -520,7 +523,7 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, upgrade: bool) {
 
 /// A header [`strip_hop_by_hop`] may remove (the names `Connection` lists aside: they only
 /// matter when `Connection` is present, which this catches).
-fn is_hop_by_hop(k: &HeaderName) -> bool {
+pub(crate) fn is_hop_by_hop(k: &HeaderName) -> bool {
     *k == header::CONNECTION
         || *k == header::TE
         || *k == header::TRAILER

@@ -340,10 +340,7 @@ impl ReqWriter {
                         {
                             let mut t = b"0\r\n".to_vec();
                             for (k, v) in &trailers {
-                                t.extend_from_slice(k.as_str().as_bytes());
-                                t.extend_from_slice(b": ");
-                                t.extend_from_slice(v.as_bytes());
-                                t.extend_from_slice(b"\r\n");
+                                put_field(&mut t, k.as_str().as_bytes(), v.as_bytes());
                             }
                             t.extend_from_slice(b"\r\n");
                             self.out.push_back(Bytes::from(t));
@@ -354,6 +351,14 @@ impl ReqWriter {
             }
         }
     }
+}
+
+/// Appends one header field line, `name: value` CRLF.
+fn put_field(b: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    b.extend_from_slice(name);
+    b.extend_from_slice(b": ");
+    b.extend_from_slice(value);
+    b.extend_from_slice(b"\r\n");
 }
 
 /// The headers the load balancer adds to a forwarded request.
@@ -410,10 +415,7 @@ fn encode_head(parts: &http::request::Parts, framing: ReqFraming, fwd: Forwarded
                 has_trace = true;
             }
         }
-        b.extend_from_slice(name.as_bytes());
-        b.extend_from_slice(b": ");
-        b.extend_from_slice(v.as_bytes());
-        b.extend_from_slice(b"\r\n");
+        put_field(&mut b, name.as_bytes(), v.as_bytes());
     }
     b.extend_from_slice(b"x-forwarded-for: ");
     if let Some(prior) = xff.filter(|p| !p.is_empty()) {
@@ -425,16 +427,10 @@ fn encode_head(parts: &http::request::Parts, framing: ReqFraming, fwd: Forwarded
     b.extend_from_slice(fwd.port.as_bytes());
     b.extend_from_slice(b"\r\n");
     if !has_trace {
-        b.extend_from_slice(b"x-amzn-trace-id: ");
-        b.extend_from_slice(&crate::proxy::trace_id());
-        b.extend_from_slice(b"\r\n");
+        put_field(&mut b, b"x-amzn-trace-id", &crate::proxy::trace_id());
     }
     match framing {
-        ReqFraming::Length(n) => {
-            b.extend_from_slice(b"content-length: ");
-            b.extend_from_slice(n.to_string().as_bytes());
-            b.extend_from_slice(b"\r\n");
-        }
+        ReqFraming::Length(n) => put_field(&mut b, b"content-length", n.to_string().as_bytes()),
         ReqFraming::Chunked => b.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         ReqFraming::None => {
             if had_length
@@ -746,11 +742,8 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, UpstreamError> {
                 });
             }
         }
-        if name == header::TE
-            || name == header::TRAILER
-            || (name == header::UPGRADE && status != StatusCode::SWITCHING_PROTOCOLS)
-            || name.as_str() == "keep-alive"
-            || name.as_str().starts_with("proxy-")
+        if crate::proxy::is_hop_by_hop(&name)
+            && !(name == header::UPGRADE && status == StatusCode::SWITCHING_PROTOCOLS)
         {
             continue;
         }
