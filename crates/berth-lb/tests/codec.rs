@@ -129,6 +129,16 @@ async fn fill(s: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
     }
 }
 
+/// Header lines as `name: value`, names lower-cased, values trimmed.
+fn header_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<String> {
+    lines
+        .map(|l| match l.split_once(':') {
+            Some((k, v)) => format!("{}: {}", k.to_ascii_lowercase(), v.trim()),
+            None => l.to_string(),
+        })
+        .collect()
+}
+
 /// Reads one request (head and body) off `s`; `None` at end of stream.
 async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Seen> {
     let end = loop {
@@ -145,12 +155,7 @@ async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Seen> {
     let mut first = lines.next()?.split(' ');
     let method = first.next()?.to_string();
     let path = first.next()?.to_string();
-    let headers: Vec<String> = lines
-        .map(|l| match l.split_once(':') {
-            Some((k, v)) => format!("{}: {}", k.to_ascii_lowercase(), v.trim()),
-            None => l.to_string(),
-        })
-        .collect();
+    let headers = header_lines(lines);
     let mut seen = Seen {
         method,
         path,
@@ -238,12 +243,7 @@ async fn raw_request(addr: SocketAddr, req: &[u8]) -> (u16, Vec<String>, Vec<u8>
         .and_then(|l| l.split(' ').nth(1))
         .and_then(|c| c.parse().ok())
         .expect("status");
-    let headers: Vec<String> = lines
-        .map(|l| match l.split_once(':') {
-            Some((k, v)) => format!("{}: {}", k.to_ascii_lowercase(), v.trim()),
-            None => l.to_string(),
-        })
-        .collect();
+    let headers = header_lines(lines);
     let mut rest = all[end + 4..].to_vec();
     let chunked = headers.iter().any(|h| h == "transfer-encoding: chunked");
     let mut complete = true;
@@ -282,9 +282,10 @@ async fn raw_request(addr: SocketAddr, req: &[u8]) -> (u16, Vec<String>, Vec<u8>
     (status, headers, rest, complete)
 }
 
-async fn plane_for(t: &RawTarget) -> (DataPlane, SocketAddr) {
+/// A data plane forwarding everything to `target`, once it is healthy; and its listener.
+async fn plane_for(target: Target) -> (DataPlane, SocketAddr) {
     let dp = DataPlane::new();
-    dp.apply(simple(group("tg", vec![t.target()])))
+    dp.apply(simple(group("tg", vec![target])))
         .await
         .expect("apply");
     wait_state(&dp, "tg", 1, TargetState::Healthy).await;
@@ -316,7 +317,7 @@ async fn every_response_framing_passes_through_and_keeps_the_connection() {
         _ => pieces(&[b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"]),
     }))
     .await;
-    let (dp, l) = plane_for(&t).await;
+    let (dp, l) = plane_for(t.target()).await;
     let c = client();
     for _ in 0..3 {
         let a = get(&c, l, "/chunked", &[]).await;
@@ -363,7 +364,7 @@ async fn a_body_read_to_the_close_is_whole_and_the_connection_not_reused() {
         )
     }))
     .await;
-    let (dp, l) = plane_for(&t).await;
+    let (dp, l) = plane_for(t.target()).await;
     let c = client();
     for _ in 0..3 {
         let a = get(&c, l, "/", &[]).await;
@@ -397,7 +398,7 @@ async fn malformed_answers_are_502_and_a_short_body_is_cut() {
         _ => pieces(&[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"]),
     }))
     .await;
-    let (dp, l) = plane_for(&t).await;
+    let (dp, l) = plane_for(t.target()).await;
     let c = client();
     for path in [
         "/badlen",
@@ -448,7 +449,7 @@ async fn request_bodies_reach_the_target_whole() {
         .into_bytes()])
     }))
     .await;
-    let (dp, l) = plane_for(&t).await;
+    let (dp, l) = plane_for(t.target()).await;
     let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     let sum: u64 = big.iter().map(|b| u64::from(*b)).sum();
 
@@ -540,12 +541,7 @@ async fn a_target_answering_before_it_reads_the_body_is_heard() {
         port: addr.port(),
         addr,
     };
-    let dp = DataPlane::new();
-    dp.apply(simple(group("tg", vec![target])))
-        .await
-        .expect("apply");
-    wait_state(&dp, "tg", 1, TargetState::Healthy).await;
-    let lst = dp.listener_addr("l1").expect("listener");
+    let (dp, lst) = plane_for(target).await;
     let big = vec![7u8; 8 << 20];
     let mut s = TcpStream::connect(lst).await.expect("connect");
     s.write_all(
@@ -597,7 +593,7 @@ async fn keep_alive_connections_the_target_closed_are_not_used() {
         Reply::SendClose(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec())
     }))
     .await;
-    let (dp, l) = plane_for(&t).await;
+    let (dp, l) = plane_for(t.target()).await;
     let c = client();
     for i in 0..30 {
         let a = get(&c, l, "/", &[]).await;
@@ -616,12 +612,7 @@ async fn a_client_that_half_closes_still_gets_its_answer() {
     // The client sends its request and shuts its write side down at once; the target takes
     // a second to answer: the end of stream must not cost the answer.
     let b = Backend::start("a").await;
-    let dp = DataPlane::new();
-    dp.apply(simple(group("tg", vec![b.target()])))
-        .await
-        .expect("apply");
-    wait_state(&dp, "tg", 1, TargetState::Healthy).await;
-    let l = dp.listener_addr("l1").expect("listener");
+    let (dp, l) = plane_for(b.target()).await;
     let mut s = TcpStream::connect(l).await.expect("connect");
     s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
